@@ -2,6 +2,15 @@
 //! images and cloud-init bundles. Each module is one stage of the pipeline
 //! described in DESIGN.md.
 
+pub mod commands;
+pub mod deb822;
+pub mod fetch;
+pub mod fsutil;
+pub mod index;
+pub mod lock;
+pub mod recipe;
 pub mod relation;
+pub mod release;
+pub mod resolve;
 pub mod signature;
 pub mod version;

@@ -1,3 +1,147 @@
-fn main() {
-    println!("nodeimg");
+//! The `nodeimg` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use nodeimg::commands;
+use nodeimg::fetch::Fetcher;
+
+/// Build immutable node images for a PostgreSQL HA cluster from pinned
+/// Debian packages.
+///
+/// The pipeline: `lock` resolves a role recipe (recipes/<role>.toml) against
+/// signed Debian indexes into recipes/<role>.lock; builds use only the lock.
+#[derive(Parser)]
+#[command(name = "nodeimg", version, propagate_version = true)]
+struct Cli {
+    /// Where downloaded indexes and packages are cached
+    /// [default: $XDG_CACHE_HOME/nodeimg or ~/.cache/nodeimg].
+    #[arg(long, global = true, env = "NODEIMG_CACHE", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// How many times a download is tried before giving up (waits double
+    /// after each failure, starting at 1 s).
+    #[arg(long, global = true, default_value_t = 4, value_name = "N")]
+    attempts: u32,
+
+    /// More detail on stderr (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Resolve a recipe into a lock of exact package versions and SHA-256s.
+    ///
+    /// Downloads each source's InRelease, checks its OpenPGP signature
+    /// against the recipe's key files, checks the Packages indexes against
+    /// the signed hashes, resolves the dependency closure and writes
+    /// recipes/<role>.lock. The same indexes always give the same bytes.
+    ///
+    /// Examples:
+    ///   nodeimg lock recipes/db.toml
+    ///   nodeimg lock recipes/db.toml --check     # CI: fail if the lock is stale
+    ///   nodeimg lock recipes/db.toml --offline   # use cached indexes only
+    #[command(verbatim_doc_comment)]
+    Lock {
+        /// The recipe to resolve, e.g. recipes/db.toml.
+        recipe: PathBuf,
+
+        /// Set a recipe parameter, e.g. --param pg_major=16 (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+
+        /// Write the lock here instead of beside the recipe.
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+
+        /// Write nothing; exit non-zero if the lock differs from what the
+        /// recipe and the current indexes give.
+        #[arg(long)]
+        check: bool,
+
+        /// Use only cached indexes; fail instead of downloading.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("nodeimg");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("nodeimg"),
+        None => PathBuf::from(".cache/nodeimg"),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NODEIMG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("nodeimg={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let cache_dir = cli.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let backoff = std::env::var("NODEIMG_BACKOFF_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(1));
+    let fetcher = Fetcher::new(cli.attempts, backoff);
+    let result = match cli.command {
+        Command::Lock {
+            recipe,
+            params,
+            output,
+            check,
+            offline,
+        } => commands::lock::run(&commands::lock::LockOptions {
+            recipe,
+            params,
+            output,
+            check,
+            offline,
+            cache_dir,
+            fetcher,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,78 @@
+//! `nodeimg lock`: resolve a recipe against its signed sources and write
+//! (or check) its lock.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::fetch::Fetcher;
+use crate::index::IndexCache;
+use crate::lock::Lock;
+use crate::recipe;
+use crate::resolve;
+
+pub struct LockOptions {
+    pub recipe: PathBuf,
+    pub params: Vec<(String, String)>,
+    pub output: Option<PathBuf>,
+    pub check: bool,
+    pub offline: bool,
+    pub cache_dir: PathBuf,
+    pub fetcher: Fetcher,
+}
+
+pub fn run(options: &LockOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let recipe = recipe::load(&options.recipe, &options.params)?;
+    let lock_path = options
+        .output
+        .clone()
+        .unwrap_or_else(|| recipe.default_lock_path());
+    let cache = IndexCache::new(options.cache_dir.clone(), options.offline, options.fetcher.clone());
+    let universe = cache.load_universe(&recipe)?;
+    let exclude = &recipe.recipe.packages.exclude;
+    let resolution = resolve::resolve(&universe, &recipe.wanted, exclude)
+        .with_context(|| format!("{}: cannot resolve the packages", recipe.path.display()))?;
+    let lock = Lock::from_resolution(&recipe, &universe.sources, &resolution);
+    let text = lock.to_toml();
+    let download: u64 = lock.packages.iter().map(|p| p.size).sum();
+    let summary = format!(
+        "{} packages, {:.1} MB to download, {} excluded dependencies",
+        lock.packages.len(),
+        download as f64 / 1e6,
+        lock.excluded.len()
+    );
+
+    if options.check {
+        let existing = Lock::read(&lock_path)?;
+        let current = std::fs::read_to_string(&lock_path).unwrap_or_default();
+        if current == text {
+            eprintln!("{} is up to date ({summary})", lock_path.display());
+            return Ok(());
+        }
+        let mut changes = existing.diff(&lock);
+        if changes.is_empty() {
+            changes.push("formatting differs from what nodeimg writes".into());
+        }
+        bail!(
+            "{} is stale:\n  {}\nrun `nodeimg lock {}` and commit the result",
+            lock_path.display(),
+            changes.join("\n  "),
+            recipe.path.display()
+        );
+    }
+
+    let unchanged = std::fs::read_to_string(&lock_path).is_ok_and(|current| current == text);
+    if !unchanged {
+        crate::fsutil::write_atomic(&lock_path, text.as_bytes(), 0o644)
+            .with_context(|| format!("cannot write {}", lock_path.display()))?;
+    }
+    eprintln!(
+        "{} {} ({summary}) in {:.2}s",
+        if unchanged { "unchanged" } else { "wrote" },
+        lock_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! The subcommands of the `nodeimg` binary, one module each.
+
+pub mod lock;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, lints and the whole test suite.
+# Installs what the tests need first (Debian/Ubuntu, as root or with sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# gpg/gpgv: the OpenPGP interoperability tests; dpkg: version ordering is
+# checked against dpkg itself; xz-utils: fixture tooling.
+need=()
+for tool in gpg gpgv dpkg xz; do
+    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "installing test tools: ${need[*]}" >&2
+    as_root apt-get update
+    as_root apt-get install -y --no-install-recommends gnupg gpgv dpkg xz-utils
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
