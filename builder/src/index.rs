@@ -178,7 +178,7 @@ impl IndexCache {
             let (index, release) = self.load_release(source, &keyring)?;
             for component in &source.components {
                 let mut arches = vec![arch.as_str()];
-                if !release.all_in_arch_indexes {
+                if release.separate_all_index {
                     arches.push("all");
                 }
                 let mut found = false;

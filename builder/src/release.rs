@@ -34,9 +34,11 @@ pub struct Release {
     pub date: Option<String>,
     pub valid_until: Option<String>,
     pub acquire_by_hash: bool,
-    /// True when arch-`all` packages are listed in each architecture's index
-    /// (Debian's `No-Support-for-Architecture-all: Packages`).
-    pub all_in_arch_indexes: bool,
+    /// True when arch-`all` packages have an index of their own to read:
+    /// `all` is among the Architectures and they are not already listed in
+    /// each architecture's index (`No-Support-for-Architecture-all`). This
+    /// is apt's rule too.
+    pub separate_all_index: bool,
     pub files: BTreeMap<String, IndexFileHash>,
 }
 
@@ -75,9 +77,10 @@ impl Release {
             acquire_by_hash: paragraph
                 .get("Acquire-By-Hash")
                 .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
-            all_in_arch_indexes: paragraph
-                .get("No-Support-for-Architecture-all")
-                .is_some_and(|v| v == "Packages"),
+            separate_all_index: paragraph
+                .get("Architectures")
+                .is_some_and(|archs| archs.split_whitespace().any(|a| a == "all"))
+                && paragraph.get("No-Support-for-Architecture-all") != Some("Packages"),
             files,
         })
     }
@@ -151,7 +154,7 @@ mod tests {
     use super::*;
 
     const RELEASE: &str = "Origin: Debian\nSuite: stable\nCodename: trixie\n\
-Date: Sat, 12 Sep 2026 07:55:41 UTC\nAcquire-By-Hash: yes\n\
+Date: Sat, 12 Sep 2026 07:55:41 UTC\nAcquire-By-Hash: yes\nArchitectures: all amd64\n\
 No-Support-for-Architecture-all: Packages\nMD5Sum:\n 3e49 12 x\nSHA256:\n \
 4f2c68d67001d595fbd343f6dbad44468953a51c4d9dec3a4803249f6e295940 56620099 main/binary-amd64/Packages\n \
 7778d3e3f303b7ddb8ce0fe7c8d57473a076c6bf2e8f241f75421d2396352498  9678380 main/binary-amd64/Packages.xz\n";
@@ -160,7 +163,7 @@ No-Support-for-Architecture-all: Packages\nMD5Sum:\n 3e49 12 x\nSHA256:\n \
     fn parses_debian_release() {
         let release = Release::parse(RELEASE).unwrap();
         assert!(release.acquire_by_hash);
-        assert!(release.all_in_arch_indexes);
+        assert!(!release.separate_all_index);
         assert!(release.describes_suite("trixie"));
         assert!(release.describes_suite("stable"));
         assert!(!release.describes_suite("bookworm"));

@@ -232,15 +232,17 @@ impl<'u> Attempt<'u> {
                 return Ok(());
             }
         }
-        if let Some(relation) = group.iter().find(|r| self.exclude.contains(r.name.as_str())) {
-            self.excluded
-                .entry(relation.name.clone())
-                .or_default()
-                .insert(by.to_string());
-            return Ok(());
-        }
+        // Alternatives in the packager's order of preference: the first one
+        // that is excluded or installable decides.
         let mut reasons = Vec::new();
         for relation in group {
+            if self.exclude.contains(relation.name.as_str()) {
+                self.excluded
+                    .entry(relation.name.clone())
+                    .or_default()
+                    .insert(by.to_string());
+                return Ok(());
+            }
             match self.choose(relation) {
                 Ok(candidate) => {
                     self.select(candidate, by);
