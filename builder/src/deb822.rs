@@ -165,7 +165,10 @@ mod tests {
 
     #[test]
     fn rejects_line_without_colon() {
-        let err = paragraphs("Package: a\nnonsense\n").next().unwrap().unwrap_err();
+        let err = paragraphs("Package: a\nnonsense\n")
+            .next()
+            .unwrap()
+            .unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.problem.contains("nonsense"));
     }

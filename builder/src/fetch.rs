@@ -15,13 +15,17 @@ const MAX_DOWNLOAD_BYTES: u64 = 2 << 30;
 pub enum FetchError {
     #[error("{url}: not found (HTTP 404): check the source's url and suite in the recipe")]
     NotFound { url: String },
-    #[error("{url}: HTTP {status} after {attempts} attempts: the mirror is failing; try again later or use another mirror")]
+    #[error(
+        "{url}: HTTP {status} after {attempts} attempts: the mirror is failing; try again later or use another mirror"
+    )]
     Status {
         url: String,
         status: u16,
         attempts: u32,
     },
-    #[error("{url}: {reason} (after {attempts} attempts): the mirror is unreachable; check the network or use --offline with a filled cache")]
+    #[error(
+        "{url}: {reason} (after {attempts} attempts): the mirror is unreachable; check the network or use --offline with a filled cache"
+    )]
     Unreachable {
         url: String,
         reason: String,
@@ -161,11 +165,13 @@ impl Fetcher {
             })),
             // Client errors other than timeouts and rate limits will not heal
             // by retrying.
-            400..=499 if status != 408 && status != 429 => Err(Attempt::Final(FetchError::Status {
-                url: url.to_string(),
-                status,
-                attempts: 1,
-            })),
+            400..=499 if status != 408 && status != 429 => {
+                Err(Attempt::Final(FetchError::Status {
+                    url: url.to_string(),
+                    status,
+                    attempts: 1,
+                }))
+            }
             _ => Err(Attempt::Retry(Failure::Status(status))),
         }
     }

@@ -55,7 +55,9 @@ pub enum IndexError {
         path: String,
         message: String,
     },
-    #[error("source `{source_name}`: no cached index for {url} and --offline forbids downloading it: run once without --offline")]
+    #[error(
+        "source `{source_name}`: no cached index for {url} and --offline forbids downloading it: run once without --offline"
+    )]
     NotCached { source_name: String, url: String },
     #[error("cache {path}: {source}")]
     Cache {
@@ -188,12 +190,14 @@ impl IndexCache {
                         continue;
                     };
                     found = true;
-                    let compressed = self.packages_file(source, &release, &path, hash.size, &hash.sha256)?;
-                    let text = decompress(&path, &compressed).map_err(|message| IndexError::Corrupt {
-                        source_name: source.name.clone(),
-                        path: path.clone(),
-                        message,
-                    })?;
+                    let compressed =
+                        self.packages_file(source, &release, &path, hash.size, &hash.sha256)?;
+                    let text =
+                        decompress(&path, &compressed).map_err(|message| IndexError::Corrupt {
+                            source_name: source.name.clone(),
+                            path: path.clone(),
+                            message,
+                        })?;
                     parse_packages(&text, position, arch, &mut universe).map_err(|message| {
                         IndexError::Corrupt {
                             source_name: source.name.clone(),
@@ -220,18 +224,32 @@ impl IndexCache {
     }
 
     fn inrelease_url(&self, source: &Source) -> String {
-        format!("{}/dists/{}/InRelease", source.url.trim_end_matches('/'), source.suite)
+        format!(
+            "{}/dists/{}/InRelease",
+            source.url.trim_end_matches('/'),
+            source.suite
+        )
     }
 
     fn source_dir(&self, source: &Source) -> PathBuf {
         let key: String = format!("{}_{}", source.url, source.suite)
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.dir.join("indexes").join(key)
     }
 
-    fn load_release(&self, source: &Source, keyring: &Keyring) -> Result<(SourceIndex, Release), IndexError> {
+    fn load_release(
+        &self,
+        source: &Source,
+        keyring: &Keyring,
+    ) -> Result<(SourceIndex, Release), IndexError> {
         let url = self.inrelease_url(source);
         let dir = self.source_dir(source);
         let cached_path = dir.join("InRelease");
@@ -258,16 +276,26 @@ impl IndexCache {
                     tracing::info!("{url}: unchanged since the cached copy");
                     cached
                 }
-                (Fetched::NotModified, None) => unreachable!("no If-Modified-Since without a cached copy"),
-                (Fetched::Body { bytes, last_modified }, _) => {
+                (Fetched::NotModified, None) => {
+                    unreachable!("no If-Modified-Since without a cached copy")
+                }
+                (
+                    Fetched::Body {
+                        bytes,
+                        last_modified,
+                    },
+                    _,
+                ) => {
                     tracing::info!("{url}: downloaded {} bytes", bytes.len());
                     // Verified before it is cached, so the cache only ever
                     // holds signed data.
-                    keyring.verify_cleartext(&bytes).map_err(|err| IndexError::Signature {
-                        source_name: source.name.clone(),
-                        url: url.clone(),
-                        err,
-                    })?;
+                    keyring
+                        .verify_cleartext(&bytes)
+                        .map_err(|err| IndexError::Signature {
+                            source_name: source.name.clone(),
+                            url: url.clone(),
+                            err,
+                        })?;
                     write_atomic(&cached_path, &bytes)?;
                     match last_modified {
                         Some(stamp) => write_atomic(&stamp_path, stamp.as_bytes())?,
@@ -279,17 +307,20 @@ impl IndexCache {
                 }
             }
         };
-        let verified = keyring.verify_cleartext(&bytes).map_err(|err| IndexError::Signature {
-            source_name: source.name.clone(),
-            url: url.clone(),
-            err,
-        })?;
+        let verified = keyring
+            .verify_cleartext(&bytes)
+            .map_err(|err| IndexError::Signature {
+                source_name: source.name.clone(),
+                url: url.clone(),
+                err,
+            })?;
         let release_error = |message: String| IndexError::Release {
             source_name: source.name.clone(),
             url: url.clone(),
             message,
         };
-        let release = Release::parse(&verified.text).map_err(|err| release_error(err.to_string()))?;
+        let release =
+            Release::parse(&verified.text).map_err(|err| release_error(err.to_string()))?;
         if !release.describes_suite(&source.suite) {
             return Err(release_error(format!(
                 "signed for suite {:?} (codename {:?}), not {:?}: refusing a Release of another suite",
@@ -306,7 +337,10 @@ impl IndexCache {
                 "the signed Release expired at {valid_until} (Valid-Until): the mirror serves stale data"
             );
             if self.offline {
-                tracing::warn!("source `{}`: {message}; using the cached copy because of --offline", source.name);
+                tracing::warn!(
+                    "source `{}`: {message}; using the cached copy because of --offline",
+                    source.name
+                );
             } else {
                 return Err(release_error(message));
             }
@@ -341,10 +375,17 @@ impl IndexCache {
             if hex::encode(Sha256::digest(&bytes)) == sha256 {
                 return Ok(bytes);
             }
-            tracing::warn!("{}: cached index is corrupt; removing it", cached_path.display());
+            tracing::warn!(
+                "{}: cached index is corrupt; removing it",
+                cached_path.display()
+            );
             let _ = std::fs::remove_file(&cached_path);
         }
-        let base = format!("{}/dists/{}", source.url.trim_end_matches('/'), source.suite);
+        let base = format!(
+            "{}/dists/{}",
+            source.url.trim_end_matches('/'),
+            source.suite
+        );
         let plain_url = format!("{base}/{path}");
         if self.offline {
             return Err(IndexError::NotCached {
@@ -360,7 +401,9 @@ impl IndexCache {
             let dir = path.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
             let by_hash = format!("{base}/{dir}/by-hash/SHA256/{sha256}");
             match self.fetcher.get(&by_hash) {
-                Err(FetchError::NotFound { .. }) => self.fetcher.get(&plain_url).map_err(fetch_err)?,
+                Err(FetchError::NotFound { .. }) => {
+                    self.fetcher.get(&plain_url).map_err(fetch_err)?
+                }
                 other => other.map_err(fetch_err)?,
             }
         } else {
@@ -403,7 +446,12 @@ fn decompress(path: &str, bytes: &[u8]) -> Result<String, String> {
     Ok(text)
 }
 
-fn parse_packages(text: &str, source: usize, arch: &str, universe: &mut Universe) -> Result<(), String> {
+fn parse_packages(
+    text: &str,
+    source: usize,
+    arch: &str,
+    universe: &mut Universe,
+) -> Result<(), String> {
     for paragraph in deb822::paragraphs(text) {
         let paragraph = paragraph.map_err(|err| err.to_string())?;
         let field = |name: &str| paragraph.get(name).unwrap_or("");
@@ -412,11 +460,18 @@ fn parse_packages(text: &str, source: usize, arch: &str, universe: &mut Universe
             continue;
         }
         let name = field("Package");
-        let missing = |what: &str| format!("line {}: package {name:?} has no {what} field", paragraph.line);
+        let missing = |what: &str| {
+            format!(
+                "line {}: package {name:?} has no {what} field",
+                paragraph.line
+            )
+        };
         let version: Version = field("Version")
             .parse()
             .map_err(|err| format!("line {}: package {name:?}: {err}", paragraph.line))?;
-        let filename = paragraph.get("Filename").ok_or_else(|| missing("Filename"))?;
+        let filename = paragraph
+            .get("Filename")
+            .ok_or_else(|| missing("Filename"))?;
         let size = paragraph
             .get("Size")
             .and_then(|s| s.parse().ok())

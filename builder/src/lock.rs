@@ -24,7 +24,9 @@ pub enum LockError {
     },
     #[error("{path}: not a valid lock: {message}; regenerate it with `nodeimg lock <recipe>`")]
     Syntax { path: PathBuf, message: String },
-    #[error("{path}: inconsistent lock: {message}; do not edit locks by hand: regenerate it with `nodeimg lock <recipe>`")]
+    #[error(
+        "{path}: inconsistent lock: {message}; do not edit locks by hand: regenerate it with `nodeimg lock <recipe>`"
+    )]
     Inconsistent { path: PathBuf, message: String },
     #[error(
         "{lock} is stale: it was made from a different version of {recipe} (recipe checksum {locked} in the lock, {current} now); run `nodeimg lock {recipe}` and commit the new lock"
@@ -113,7 +115,11 @@ struct Content<'a> {
 }
 
 impl Lock {
-    pub fn from_resolution(recipe: &LoadedRecipe, sources: &[SourceIndex], resolution: &Resolution) -> Lock {
+    pub fn from_resolution(
+        recipe: &LoadedRecipe,
+        sources: &[SourceIndex],
+        resolution: &Resolution,
+    ) -> Lock {
         let sources: Vec<LockedSource> = sources
             .iter()
             .map(|s| LockedSource {
@@ -236,8 +242,12 @@ impl Lock {
                     package.name, package.source
                 ));
             }
-            if package.sha256.len() != 64 || !package.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("package `{}` has a malformed sha256 {:?}", package.name, package.sha256));
+            if package.sha256.len() != 64 || !package.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(format!(
+                    "package `{}` has a malformed sha256 {:?}",
+                    package.name, package.sha256
+                ));
             }
             if let Some(missing) = package
                 .required_by
@@ -254,7 +264,9 @@ impl Lock {
             }
         }
         if self.content_sha256 != self.compute_content_sha256() {
-            return Err("its sources, packages or exclusions no longer match content_sha256".into());
+            return Err(
+                "its sources, packages or exclusions no longer match content_sha256".into(),
+            );
         }
         Ok(())
     }
@@ -274,8 +286,13 @@ impl Lock {
 
     /// What changed between two locks, one line per package, for humans.
     pub fn diff(&self, newer: &Lock) -> Vec<String> {
-        let old: BTreeMap<&str, &LockedPackage> = self.packages.iter().map(|p| (p.name.as_str(), p)).collect();
-        let new: BTreeMap<&str, &LockedPackage> = newer.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+        let old: BTreeMap<&str, &LockedPackage> =
+            self.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+        let new: BTreeMap<&str, &LockedPackage> = newer
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p))
+            .collect();
         let mut lines = Vec::new();
         if self.recipe_sha256 != newer.recipe_sha256 {
             lines.push("recipe changed since the lock was made".to_string());
@@ -286,7 +303,9 @@ impl Lock {
                 Some(now) if now.version != package.version => {
                     lines.push(format!("~ {name} {} → {}", package.version, now.version))
                 }
-                Some(now) if now != package => lines.push(format!("~ {name} {} (metadata changed)", now.version)),
+                Some(now) if now != package => {
+                    lines.push(format!("~ {name} {} (metadata changed)", now.version))
+                }
                 Some(_) => {}
             }
         }
@@ -295,8 +314,16 @@ impl Lock {
                 lines.push(format!("+ {name} {}", package.version));
             }
         }
-        let old_sources: Vec<_> = self.sources.iter().map(|s| (&s.name, &s.inrelease_sha256)).collect();
-        let new_sources: Vec<_> = newer.sources.iter().map(|s| (&s.name, &s.inrelease_sha256)).collect();
+        let old_sources: Vec<_> = self
+            .sources
+            .iter()
+            .map(|s| (&s.name, &s.inrelease_sha256))
+            .collect();
+        let new_sources: Vec<_> = newer
+            .sources
+            .iter()
+            .map(|s| (&s.name, &s.inrelease_sha256))
+            .collect();
         if old_sources != new_sources && lines.is_empty() {
             lines.push("the sources' signed indexes changed (same packages)".to_string());
         }

@@ -223,7 +223,11 @@ pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<LoadedRecipe,
             let known: Vec<&str> = params.keys().map(String::as_str).collect();
             return Err(invalid(format!(
                 "unknown parameter `{name}` given on the command line; this recipe takes: {}",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
         params.insert(name.clone(), value.clone());
@@ -236,7 +240,10 @@ pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<LoadedRecipe,
     for source in recipe.sources.drain(..) {
         let enabled = match &source.when {
             Some(expr) => renderer.condition(expr).map_err(|err| {
-                invalid(format!("source `{}`: `when = {expr:?}`: {err}", source.name))
+                invalid(format!(
+                    "source `{}`: `when = {expr:?}`: {err}",
+                    source.name
+                ))
             })?,
             None => true,
         };
@@ -277,7 +284,11 @@ fn parse_wanted(spec: &str) -> Result<Relation, String> {
 
 /// Hashes what the lock depends on, in a normalized form: comments,
 /// whitespace and CRLF line endings do not change it.
-fn checksum(recipe: &Recipe, params: &BTreeMap<String, String>, dir: &Path) -> Result<String, String> {
+fn checksum(
+    recipe: &Recipe,
+    params: &BTreeMap<String, String>,
+    dir: &Path,
+) -> Result<String, String> {
     let mut hasher = Sha256::new();
     let normalized = toml::to_string(recipe).map_err(|err| err.to_string())?;
     hasher.update(normalized.as_bytes());
@@ -303,7 +314,11 @@ fn checksum(recipe: &Recipe, params: &BTreeMap<String, String>, dir: &Path) -> R
 
 fn validate(recipe: &Recipe) -> Result<(), String> {
     let name = &recipe.recipe.name;
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(format!(
             "recipe.name = {name:?}: use lowercase letters, digits and '-' (it names the image and the lock)"
         ));
@@ -314,16 +329,25 @@ fn validate(recipe: &Recipe) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     for source in &recipe.sources {
         if !seen.insert(&source.name) {
-            return Err(format!("two sources are named `{}`: source names must be unique", source.name));
+            return Err(format!(
+                "two sources are named `{}`: source names must be unique",
+                source.name
+            ));
         }
-        if !(source.url.starts_with("http://") || source.url.starts_with("https://") || source.url.starts_with("file://")) {
+        if !(source.url.starts_with("http://")
+            || source.url.starts_with("https://")
+            || source.url.starts_with("file://"))
+        {
             return Err(format!(
                 "source `{}`: url {:?} must start with http://, https:// or file://",
                 source.name, source.url
             ));
         }
         if source.components.is_empty() {
-            return Err(format!("source `{}`: components is empty (e.g. [\"main\"])", source.name));
+            return Err(format!(
+                "source `{}`: components is empty (e.g. [\"main\"])",
+                source.name
+            ));
         }
         if source.keys.is_empty() {
             return Err(format!(
@@ -338,22 +362,32 @@ fn validate(recipe: &Recipe) -> Result<(), String> {
     let mut uids = BTreeMap::new();
     for user in &recipe.accounts.users {
         if let Some(other) = uids.insert(user.uid, &user.name) {
-            return Err(format!("accounts: users `{other}` and `{}` share uid {}", user.name, user.uid));
+            return Err(format!(
+                "accounts: users `{other}` and `{}` share uid {}",
+                user.name, user.uid
+            ));
         }
     }
     let mut gids = BTreeMap::new();
     for group in &recipe.accounts.groups {
         if let Some(other) = gids.insert(group.gid, &group.name) {
-            return Err(format!("accounts: groups `{other}` and `{}` share gid {}", group.name, group.gid));
+            return Err(format!(
+                "accounts: groups `{other}` and `{}` share gid {}",
+                group.name, group.gid
+            ));
         }
     }
     for port in &recipe.image.ports {
         let valid = match port.split_once('/') {
-            Some((number, proto)) => number.parse::<u16>().is_ok() && matches!(proto, "tcp" | "udp"),
+            Some((number, proto)) => {
+                number.parse::<u16>().is_ok() && matches!(proto, "tcp" | "udp")
+            }
             None => port.parse::<u16>().is_ok(),
         };
         if !valid {
-            return Err(format!("image.ports: {port:?} is not a port (write \"5432/tcp\")"));
+            return Err(format!(
+                "image.ports: {port:?} is not a port (write \"5432/tcp\")"
+            ));
         }
     }
     Ok(())
@@ -386,8 +420,13 @@ impl Renderer {
     }
 
     fn condition(&self, expr: &str) -> Result<bool, String> {
-        let compiled = self.env.compile_expression(expr).map_err(|err| err.to_string())?;
-        let value = compiled.eval(&self.context).map_err(|err| err.to_string())?;
+        let compiled = self
+            .env
+            .compile_expression(expr)
+            .map_err(|err| err.to_string())?;
+        let value = compiled
+            .eval(&self.context)
+            .map_err(|err| err.to_string())?;
         Ok(value.is_true())
     }
 }
@@ -397,13 +436,17 @@ impl Recipe {
     fn render(&mut self, renderer: &Renderer) -> Result<(), String> {
         let list = |items: &mut Vec<String>, what: &str| -> Result<(), String> {
             for item in items.iter_mut() {
-                *item = renderer.render(item).map_err(|err| format!("{what}: {err}"))?;
+                *item = renderer
+                    .render(item)
+                    .map_err(|err| format!("{what}: {err}"))?;
             }
             Ok(())
         };
         let map = |items: &mut BTreeMap<String, String>, what: &str| -> Result<(), String> {
             for value in items.values_mut() {
-                *value = renderer.render(value).map_err(|err| format!("{what}: {err}"))?;
+                *value = renderer
+                    .render(value)
+                    .map_err(|err| format!("{what}: {err}"))?;
             }
             Ok(())
         };

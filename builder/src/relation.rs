@@ -93,7 +93,10 @@ impl Relation {
         }
         let negated = self.arch_restrictions.iter().any(|a| a.starts_with('!'));
         if negated {
-            !self.arch_restrictions.iter().any(|a| a.strip_prefix('!') == Some(arch))
+            !self
+                .arch_restrictions
+                .iter()
+                .any(|a| a.strip_prefix('!') == Some(arch))
         } else {
             self.arch_restrictions.iter().any(|a| a == arch)
         }
@@ -142,7 +145,11 @@ pub fn parse_provides(field: &str) -> Result<Vec<Relation>, RelationError> {
             } else {
                 Err(RelationError {
                     field: field.to_string(),
-                    piece: group.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | "),
+                    piece: group
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" | "),
                     reason: "Provides cannot have alternatives".into(),
                 })
             }
@@ -169,7 +176,10 @@ fn parse_one(field: &str, piece: &str) -> Result<Relation, RelationError> {
     if name.is_empty() {
         return Err(error("missing package name"));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
         return Err(error("invalid character in package name"));
     }
     let mut constraint = None;
@@ -181,14 +191,19 @@ fn parse_one(field: &str, piece: &str) -> Result<Relation, RelationError> {
             .ok_or_else(|| error("missing version"))?;
         let op = Op::parse(&spec[..op_len]).ok_or_else(|| error("unknown operator"))?;
         let version = spec[op_len..].trim();
-        let version = version.parse().map_err(|err: crate::version::VersionError| error(&err.reason))?;
+        let version = version
+            .parse()
+            .map_err(|err: crate::version::VersionError| error(&err.reason))?;
         constraint = Some(Constraint { op, version });
         tail = inner[close + 1..].trim_start();
     }
     let mut arch_restrictions = Vec::new();
     if let Some(inner) = tail.strip_prefix('[') {
         let close = inner.find(']').ok_or_else(|| error("missing ']'"))?;
-        arch_restrictions = inner[..close].split_whitespace().map(str::to_string).collect();
+        arch_restrictions = inner[..close]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         tail = inner[close + 1..].trim_start();
     }
     // Any build-profile groups left (`<stage1> <!nocheck>`) are ignored.
@@ -231,7 +246,14 @@ mod tests {
         assert_eq!(groups.len(), 3);
         assert_eq!(groups[1][0].to_string(), "b (<< 2)");
         assert_eq!(groups[2][0].to_string(), "c (= 3)");
-        assert_eq!(parse_relations("x (< 1)").unwrap()[0][0].constraint.as_ref().unwrap().op, Op::Le);
+        assert_eq!(
+            parse_relations("x (< 1)").unwrap()[0][0]
+                .constraint
+                .as_ref()
+                .unwrap()
+                .op,
+            Op::Le
+        );
     }
 
     #[test]

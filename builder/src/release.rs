@@ -132,7 +132,10 @@ pub fn parse_release_date(date: &str) -> Option<i64> {
     .iter()
     .position(|m| m.eq_ignore_ascii_case(month))? as i64
         + 1;
-    let hms: Vec<i64> = time.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     let [h, m, s] = hms[..] else { return None };
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
 }

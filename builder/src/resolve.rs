@@ -32,17 +32,14 @@ pub enum ResolveError {
         chain: Vec<String>,
         reasons: Vec<String>,
     },
-    #[error("`{name}` is both wanted (packages.include) and excluded (packages.exclude): remove it from one of them")]
+    #[error(
+        "`{name}` is both wanted (packages.include) and excluded (packages.exclude): remove it from one of them"
+    )]
     WantedAndExcluded { name: String },
-    #[error("`{package}` ({package_chain}) {kind} `{relation}`, which `{other}` ({other_chain}) matches: these two cannot be installed together; exclude one of them or pin other versions")]
-    Conflict {
-        package: String,
-        package_chain: String,
-        kind: &'static str,
-        relation: String,
-        other: String,
-        other_chain: String,
-    },
+    /// Two chosen packages that cannot be installed together; the message
+    /// names both and how each got in.
+    #[error("{0}; exclude one of them or pin other versions")]
+    Conflict(String),
     #[error("package `{name}`: bad {field} field: {message}")]
     BadField {
         name: String,
@@ -90,7 +87,11 @@ pub struct Resolution {
 
 pub const RECIPE: &str = "recipe";
 
-pub fn resolve(universe: &Universe, wanted: &[Relation], exclude: &[String]) -> Result<Resolution, ResolveError> {
+pub fn resolve(
+    universe: &Universe,
+    wanted: &[Relation],
+    exclude: &[String],
+) -> Result<Resolution, ResolveError> {
     let exclude: BTreeSet<&str> = exclude.iter().map(String::as_str).collect();
     if let Some(both) = wanted.iter().find(|w| exclude.contains(w.name.as_str())) {
         return Err(ResolveError::WantedAndExcluded {
@@ -121,7 +122,10 @@ pub fn resolve(universe: &Universe, wanted: &[Relation], exclude: &[String]) -> 
 }
 
 enum Outcome {
-    Restart { name: String, constraint: Constraint },
+    Restart {
+        name: String,
+        constraint: Constraint,
+    },
     Failed(ResolveError),
 }
 
@@ -149,15 +153,19 @@ impl<'u> Attempt<'u> {
         }
         while let Some(name) = self.queue.pop_front() {
             let candidate = self.selected[&name].0;
-            for (field, text) in [("Pre-Depends", &candidate.pre_depends), ("Depends", &candidate.depends)] {
+            for (field, text) in [
+                ("Pre-Depends", &candidate.pre_depends),
+                ("Depends", &candidate.depends),
+            ] {
                 if text.is_empty() {
                     continue;
                 }
-                let groups = relation::parse_relations(text).map_err(|err| ResolveError::BadField {
-                    name: name.clone(),
-                    field,
-                    message: err.to_string(),
-                })?;
+                let groups =
+                    relation::parse_relations(text).map_err(|err| ResolveError::BadField {
+                        name: name.clone(),
+                        field,
+                        message: err.to_string(),
+                    })?;
                 for group in groups {
                     let group: Vec<Relation> = group
                         .into_iter()
@@ -214,7 +222,10 @@ impl<'u> Attempt<'u> {
     /// Whether a selected package meets `relation`, directly or by Provides.
     fn met_by_selection(&self, relation: &Relation) -> Option<String> {
         if let Some((candidate, _)) = self.selected.get(&relation.name)
-            && relation.constraint.as_ref().is_none_or(|c| c.matches(&candidate.version))
+            && relation
+                .constraint
+                .as_ref()
+                .is_none_or(|c| c.matches(&candidate.version))
         {
             return Some(relation.name.clone());
         }
@@ -257,8 +268,14 @@ impl<'u> Attempt<'u> {
                 Err(Choice::Reason(reason)) => reasons.push(format!("  - {relation}: {reason}")),
             }
         }
-        let dependency = group.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ");
-        if by == RECIPE && group.len() == 1 && self.universe.candidates(&group[0].name).is_empty()
+        let dependency = group
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        if by == RECIPE
+            && group.len() == 1
+            && self.universe.candidates(&group[0].name).is_empty()
             && !self.universe.providers.contains_key(&group[0].name)
         {
             return Err(ResolveError::UnknownPackage {
@@ -287,14 +304,18 @@ impl<'u> Attempt<'u> {
         let real = self.universe.candidates(&relation.name);
         if let Some((selected, _)) = self.selected.get(&relation.name) {
             // Selected at a version this relation does not accept.
-            let constraint = constraint.expect("an unconstrained relation is met by any selected version");
+            let constraint =
+                constraint.expect("an unconstrained relation is met by any selected version");
             if real.iter().any(|c| self.usable(c, Some(constraint))) {
                 return Err(Choice::Restart(constraint.clone()));
             }
             return Err(Choice::Reason(format!(
                 "version {} was selected (for {}) and no version satisfies both; available: {}",
                 selected.version,
-                self.chain(&relation.name).get(1).map(String::as_str).unwrap_or(RECIPE),
+                self.chain(&relation.name)
+                    .get(1)
+                    .map(String::as_str)
+                    .unwrap_or(RECIPE),
                 versions(real)
             )));
         }
@@ -325,16 +346,23 @@ impl<'u> Attempt<'u> {
         }
         Err(Choice::Reason(if real.is_empty() {
             if self.universe.providers.contains_key(&relation.name) {
-                "only provided by packages that are excluded, conflicting or of the wrong version".to_string()
+                "only provided by packages that are excluded, conflicting or of the wrong version"
+                    .to_string()
             } else {
                 let hints = suggest(self.universe, &relation.name);
                 format!("no such package in any source{}", suggestion_text(&hints))
             }
         } else {
-            let mut why = format!("no candidate version matches; available: {}", versions(real));
+            let mut why = format!(
+                "no candidate version matches; available: {}",
+                versions(real)
+            );
             if let Some(pins) = self.pins.get(&relation.name) {
                 let pins: Vec<String> = pins.iter().map(ToString::to_string).collect();
-                why.push_str(&format!("; also constrained to {} by other packages", pins.join(", ")));
+                why.push_str(&format!(
+                    "; also constrained to {} by other packages",
+                    pins.join(", ")
+                ));
             }
             why
         }))
@@ -343,7 +371,8 @@ impl<'u> Attempt<'u> {
     fn select(&mut self, candidate: &'u Candidate, by: &str) {
         let name = candidate.name.clone();
         self.parent.insert(name.clone(), by.to_string());
-        self.selected.insert(name.clone(), (candidate, BTreeSet::from([by.to_string()])));
+        self.selected
+            .insert(name.clone(), (candidate, BTreeSet::from([by.to_string()])));
         self.queue.push_back(name);
     }
 
@@ -364,24 +393,22 @@ impl<'u> Attempt<'u> {
                 if text.is_empty() {
                     continue;
                 }
-                let groups = relation::parse_relations(text).map_err(|err| ResolveError::BadField {
-                    name: name.clone(),
-                    field,
-                    message: err.to_string(),
-                })?;
+                let groups =
+                    relation::parse_relations(text).map_err(|err| ResolveError::BadField {
+                        name: name.clone(),
+                        field,
+                        message: err.to_string(),
+                    })?;
                 for relation in groups.into_iter().flatten() {
                     // `Provides: x` with `Conflicts: x` is Debian's idiom for
                     // "the only provider of x": a package never conflicts
                     // with itself.
                     if let Some(other) = self.selected_matching(&relation, name) {
-                        return Err(ResolveError::Conflict {
-                            package: name.clone(),
-                            package_chain: self.chain(name).join(" ← "),
-                            kind,
-                            relation: relation.to_string(),
-                            other: other.clone(),
-                            other_chain: self.chain(&other).join(" ← "),
-                        });
+                        return Err(ResolveError::Conflict(format!(
+                            "`{name}` ({}) {kind} `{relation}`, which `{other}` ({}) matches: these two cannot be installed together",
+                            self.chain(name).join(" ← "),
+                            self.chain(&other).join(" ← "),
+                        )));
                     }
                 }
             }
@@ -394,7 +421,10 @@ impl<'u> Attempt<'u> {
     fn selected_matching(&self, relation: &Relation, except: &str) -> Option<String> {
         if relation.name != except
             && let Some((candidate, _)) = self.selected.get(&relation.name)
-            && relation.constraint.as_ref().is_none_or(|c| c.matches(&candidate.version))
+            && relation
+                .constraint
+                .as_ref()
+                .is_none_or(|c| c.matches(&candidate.version))
         {
             return Some(relation.name.clone());
         }
@@ -452,7 +482,8 @@ pub fn suggest(universe: &Universe, name: &str) -> Vec<String> {
         .filter_map(|candidate| {
             let score = strsim::normalized_damerau_levenshtein(name, candidate);
             let extends = candidate.starts_with(name) && candidate.len() <= name.len() + 4;
-            (score >= 0.75 || extends).then_some((if extends { score.max(0.8) } else { score }, candidate))
+            (score >= 0.75 || extends)
+                .then_some((if extends { score.max(0.8) } else { score }, candidate))
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));

@@ -20,7 +20,9 @@ pub enum SignatureError {
     BadKey { path: PathBuf, reason: String },
     #[error("no key files given: a source must name at least one signing key")]
     EmptyKeyring,
-    #[error("the file is not an OpenPGP cleartext-signed message ({reason}): refusing unsigned data")]
+    #[error(
+        "the file is not an OpenPGP cleartext-signed message ({reason}): refusing unsigned data"
+    )]
     NotSigned { reason: String },
     #[error(
         "BAD signature from trusted key {fingerprint}: the data was altered after signing (or the mirror is broken); refusing it"
@@ -71,9 +73,10 @@ impl Keyring {
                 .find(|b| !b.is_ascii_whitespace())
                 .is_some_and(|b| *b == b'-');
             let parsed: Vec<SignedPublicKey> = if armored {
-                let (keys, _headers) =
-                    SignedPublicKey::from_armor_many(Cursor::new(&bytes)).map_err(|e| bad(e.to_string()))?;
-                keys.collect::<Result<_, _>>().map_err(|e| bad(e.to_string()))?
+                let (keys, _headers) = SignedPublicKey::from_armor_many(Cursor::new(&bytes))
+                    .map_err(|e| bad(e.to_string()))?;
+                keys.collect::<Result<_, _>>()
+                    .map_err(|e| bad(e.to_string()))?
             } else {
                 SignedPublicKey::from_bytes_many(Cursor::new(&bytes))
                     .map_err(|e| bad(e.to_string()))?
@@ -104,26 +107,39 @@ impl Keyring {
         let text = std::str::from_utf8(signed).map_err(|_| SignatureError::NotSigned {
             reason: "not UTF-8 text".into(),
         })?;
-        if !text.trim_start().starts_with("-----BEGIN PGP SIGNED MESSAGE-----") {
+        if !text
+            .trim_start()
+            .starts_with("-----BEGIN PGP SIGNED MESSAGE-----")
+        {
             return Err(SignatureError::NotSigned {
                 reason: "no `-----BEGIN PGP SIGNED MESSAGE-----` header".into(),
             });
         }
         let (message, _headers) =
-            CleartextSignedMessage::from_string(text).map_err(|e| SignatureError::NotSigned { reason: e.to_string() })?;
+            CleartextSignedMessage::from_string(text).map_err(|e| SignatureError::NotSigned {
+                reason: e.to_string(),
+            })?;
         let signed_text = message.signed_text();
         let mut signers = Vec::new();
         let mut issuers = Vec::new();
         for signature in message.signatures() {
             match self.check(signature, signed_text.as_bytes()) {
                 Check::Good(primary) => signers.push(primary),
-                Check::Bad(primary) => return Err(SignatureError::BadSignature { fingerprint: primary }),
+                Check::Bad(primary) => {
+                    return Err(SignatureError::BadSignature {
+                        fingerprint: primary,
+                    });
+                }
                 Check::Unknown(issuer) => issuers.push(issuer),
             }
         }
         if signers.is_empty() {
             return Err(SignatureError::UntrustedSigner {
-                issuers: if issuers.is_empty() { vec!["nobody".into()] } else { issuers },
+                issuers: if issuers.is_empty() {
+                    vec!["nobody".into()]
+                } else {
+                    issuers
+                },
                 trusted: self.fingerprints(),
             });
         }
@@ -138,12 +154,23 @@ impl Keyring {
     /// Finds the trusted key (primary or subkey) that issued `signature`
     /// and verifies it.
     fn check(&self, signature: &Signature, data: &[u8]) -> Check {
-        let fingerprints: Vec<String> = signature.issuer_fingerprint().iter().map(|f| format!("{f:X}")).collect();
-        let key_ids: Vec<String> = signature.issuer_key_id().iter().map(|id| key_id_hex(id)).collect();
+        let fingerprints: Vec<String> = signature
+            .issuer_fingerprint()
+            .iter()
+            .map(|f| format!("{f:X}"))
+            .collect();
+        let key_ids: Vec<String> = signature
+            .issuer_key_id()
+            .iter()
+            .map(|id| key_id_hex(id))
+            .collect();
         let issued = |fp: String, id: String| fingerprints.contains(&fp) || key_ids.contains(&id);
         for key in &self.keys {
             let primary = fingerprint(key);
-            if issued(format!("{:X}", key.primary_key.fingerprint()), key_id_hex(&key.primary_key.legacy_key_id())) {
+            if issued(
+                format!("{:X}", key.primary_key.fingerprint()),
+                key_id_hex(&key.primary_key.legacy_key_id()),
+            ) {
                 return match signature.verify(&key.primary_key, data) {
                     Ok(()) => Check::Good(primary),
                     Err(_) => Check::Bad(primary),
@@ -153,7 +180,11 @@ impl Keyring {
             // on it verifies: otherwise anyone could attach a subkey.
             for subkey in &key.public_subkeys {
                 if subkey.verify_bindings(&key.primary_key).is_ok()
-                    && issued(format!("{:X}", subkey.key.fingerprint()), key_id_hex(&subkey.key.legacy_key_id())) {
+                    && issued(
+                        format!("{:X}", subkey.key.fingerprint()),
+                        key_id_hex(&subkey.key.legacy_key_id()),
+                    )
+                {
                     return match signature.verify(&subkey.key, data) {
                         Ok(()) => Check::Good(primary),
                         Err(_) => Check::Bad(primary),

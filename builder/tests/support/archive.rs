@@ -68,7 +68,10 @@ impl Pkg {
     fn filename(&self) -> String {
         let first = &self.name[..1];
         let version = self.version.replace(':', "%3a");
-        format!("pool/main/{first}/{}/{}_{version}_{}.deb", self.name, self.name, self.arch)
+        format!(
+            "pool/main/{first}/{}/{}_{version}_{}.deb",
+            self.name, self.name, self.arch
+        )
     }
 
     /// Stand-in `.deb` bytes: locks never open them, but their size and
@@ -85,7 +88,9 @@ pub struct Archive {
 impl Archive {
     pub fn new(root: &Path) -> Archive {
         std::fs::create_dir_all(root).unwrap();
-        Archive { root: root.to_path_buf() }
+        Archive {
+            root: root.to_path_buf(),
+        }
     }
 
     /// Writes `dists/<suite>` with a main/binary-amd64 index (plain, .gz and
@@ -182,8 +187,12 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
-            let (root, behaviour, log, stop) =
-                (root.to_path_buf(), behaviour.clone(), log.clone(), stop.clone());
+            let (root, behaviour, log, stop) = (
+                root.to_path_buf(),
+                behaviour.clone(),
+                log.clone(),
+                stop.clone(),
+            );
             thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -248,7 +257,11 @@ fn serve(
             if_modified_since = Some(value.trim().to_string());
         }
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     let failing = {
         let mut b = behaviour.lock().unwrap();
         if b.fail_always {
@@ -268,7 +281,10 @@ fn serve(
             Ok(bytes) => {
                 // A stand-in date derived from the content: equal bytes give
                 // an equal validator, which is all a client compares.
-                let stamp = format!("Thu, 01 Jan 2026 00:00:00 GMT; {}", &hex(&Sha256::digest(&bytes))[..16]);
+                let stamp = format!(
+                    "Thu, 01 Jan 2026 00:00:00 GMT; {}",
+                    &hex(&Sha256::digest(&bytes))[..16]
+                );
                 if if_modified_since.as_deref() == Some(stamp.as_str()) {
                     (304, Vec::new(), Some(stamp))
                 } else {
@@ -285,7 +301,10 @@ fn serve(
         404 => "Not Found",
         _ => "Service Unavailable",
     };
-    let mut head = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
     if let Some(stamp) = last_modified {
         head.push_str(&format!("Last-Modified: {stamp}\r\n"));
     }
