@@ -22,14 +22,12 @@ pub enum IndexError {
     #[error("source `{source_name}`: {err}")]
     Fetch {
         source_name: String,
-        #[source]
         err: FetchError,
     },
     #[error("source `{source_name}`: {url}: signature check failed: {err}")]
     Signature {
         source_name: String,
         url: String,
-        #[source]
         err: SignatureError,
     },
     #[error("source `{source_name}`: {url}: {message}")]
