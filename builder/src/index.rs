@@ -24,6 +24,11 @@ pub enum IndexError {
         source_name: String,
         err: FetchError,
     },
+    #[error("source `{source_name}`: {err}")]
+    Keys {
+        source_name: String,
+        err: SignatureError,
+    },
     #[error("source `{source_name}`: {url}: signature check failed: {err}")]
     Signature {
         source_name: String,
@@ -170,11 +175,15 @@ impl IndexCache {
     }
 
     /// Loads, verifies and parses every active source of the recipe.
-    pub fn load_universe(&self, recipe: &LoadedRecipe) -> Result<Universe, anyhow::Error> {
+    pub fn load_universe(&self, recipe: &LoadedRecipe) -> Result<Universe, IndexError> {
         let arch = &recipe.recipe.recipe.architecture;
         let mut universe = Universe::default();
         for (position, source) in recipe.recipe.sources.iter().enumerate() {
-            let keyring = Keyring::load(&recipe.key_paths(source))?;
+            let keyring =
+                Keyring::load(&recipe.key_paths(source)).map_err(|err| IndexError::Keys {
+                    source_name: source.name.clone(),
+                    err,
+                })?;
             let (index, release) = self.load_release(source, &keyring)?;
             for component in &source.components {
                 let mut arches = vec![arch.as_str()];
@@ -211,8 +220,7 @@ impl IndexCache {
                         message: format!(
                             "the signed Release lists no Packages index for component `{component}` and architecture `{arch}`: check components and recipe.architecture"
                         ),
-                    }
-                    .into());
+                    });
                 }
             }
             universe.sources.push(index);

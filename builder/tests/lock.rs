@@ -639,3 +639,35 @@ include = ["lib{{{{ which }}}}"]
         &["unknown parameter `flavor`", "which"],
     );
 }
+
+#[test]
+fn an_unsigned_inrelease_is_refused() {
+    let fx = Fixture::new();
+    let release = std::fs::read(fx.archive.file("dists/base/Release")).unwrap();
+    std::fs::write(fx.archive.file("dists/base/InRelease"), release).unwrap();
+    fx.write_recipe(APP);
+    assert_fails(
+        &fx.lock(&[]),
+        &[
+            "source `base`",
+            "not an OpenPGP cleartext-signed message",
+            "refusing unsigned data",
+        ],
+    );
+    assert_no_lock(&fx);
+}
+
+#[test]
+fn a_missing_key_file_is_named() {
+    let fx = Fixture::new();
+    fx.write_recipe_with_keys(APP, "keys/nope.asc");
+    assert_fails(
+        &fx.lock(&[]),
+        &[
+            "source `extra`",
+            "keys/nope.asc",
+            "relative to the recipe's folder",
+        ],
+    );
+    assert_no_lock(&fx);
+}

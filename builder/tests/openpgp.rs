@@ -225,5 +225,8 @@ fn interoperates_with_gnupg() {
 #[test]
 fn the_shipped_pgdg_key_loads() {
     let keyring = Keyring::load(&repo_keys(&["apt.postgresql.org.asc"])).unwrap();
-    assert_eq!(keyring.fingerprints(), ["B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8"]);
+    assert_eq!(
+        keyring.fingerprints(),
+        ["B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8"]
+    );
 }
