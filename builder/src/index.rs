@@ -261,11 +261,14 @@ impl IndexCache {
         let cached_path = dir.join("InRelease");
         let stamp_path = dir.join("InRelease.last-modified");
         let cached = std::fs::read(&cached_path).ok();
-        let bytes = if self.offline {
-            cached.ok_or_else(|| IndexError::NotCached {
+        // Freshly downloaded bytes are cached only after they verify, so
+        // the cache only ever holds signed data.
+        let (bytes, fresh) = if self.offline {
+            let cached = cached.ok_or_else(|| IndexError::NotCached {
                 source_name: source.name.clone(),
                 url: url.clone(),
-            })?
+            })?;
+            (cached, None)
         } else {
             let since = cached
                 .as_ref()
@@ -280,7 +283,7 @@ impl IndexCache {
             match (fetched, cached) {
                 (Fetched::NotModified, Some(cached)) => {
                     tracing::info!("{url}: unchanged since the cached copy");
-                    cached
+                    (cached, None)
                 }
                 (Fetched::NotModified, None) => {
                     unreachable!("no If-Modified-Since without a cached copy")
@@ -293,23 +296,7 @@ impl IndexCache {
                     _,
                 ) => {
                     tracing::info!("{url}: downloaded {} bytes", bytes.len());
-                    // Verified before it is cached, so the cache only ever
-                    // holds signed data.
-                    keyring
-                        .verify_cleartext(&bytes)
-                        .map_err(|err| IndexError::Signature {
-                            source_name: source.name.clone(),
-                            url: url.clone(),
-                            err,
-                        })?;
-                    write_atomic(&cached_path, &bytes)?;
-                    match last_modified {
-                        Some(stamp) => write_atomic(&stamp_path, stamp.as_bytes())?,
-                        None => {
-                            let _ = std::fs::remove_file(&stamp_path);
-                        }
-                    }
-                    bytes
+                    (bytes, Some(last_modified))
                 }
             }
         };
@@ -320,6 +307,15 @@ impl IndexCache {
                 url: url.clone(),
                 err,
             })?;
+        if let Some(last_modified) = fresh {
+            write_atomic(&cached_path, &bytes)?;
+            match last_modified {
+                Some(stamp) => write_atomic(&stamp_path, stamp.as_bytes())?,
+                None => {
+                    let _ = std::fs::remove_file(&stamp_path);
+                }
+            }
+        }
         let release_error = |message: String| IndexError::Release {
             source_name: source.name.clone(),
             url: url.clone(),

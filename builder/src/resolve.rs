@@ -221,19 +221,7 @@ impl<'u> Attempt<'u> {
 
     /// Whether a selected package meets `relation`, directly or by Provides.
     fn met_by_selection(&self, relation: &Relation) -> Option<String> {
-        if let Some((candidate, _)) = self.selected.get(&relation.name)
-            && relation
-                .constraint
-                .as_ref()
-                .is_none_or(|c| c.matches(&candidate.version))
-        {
-            return Some(relation.name.clone());
-        }
-        let providers = self.universe.providers.get(&relation.name)?;
-        providers.iter().find_map(|(name, _)| {
-            let (candidate, _) = self.selected.get(name)?;
-            provides_match(candidate, relation).then(|| name.clone())
-        })
+        self.selected_matching(relation, None)
     }
 
     fn satisfy(&mut self, group: &[Relation], by: &str) -> Result<(), Outcome> {
@@ -403,7 +391,7 @@ impl<'u> Attempt<'u> {
                     // `Provides: x` with `Conflicts: x` is Debian's idiom for
                     // "the only provider of x": a package never conflicts
                     // with itself.
-                    if let Some(other) = self.selected_matching(&relation, name) {
+                    if let Some(other) = self.selected_matching(&relation, Some(name)) {
                         return Err(ResolveError::Conflict(format!(
                             "`{name}` ({}) {kind} `{relation}`, which `{other}` ({}) matches: these two cannot be installed together",
                             self.chain(name).join(" ← "),
@@ -418,8 +406,9 @@ impl<'u> Attempt<'u> {
 
     /// A selected package other than `except` that matches `relation`,
     /// directly or through Provides.
-    fn selected_matching(&self, relation: &Relation, except: &str) -> Option<String> {
-        if relation.name != except
+    fn selected_matching(&self, relation: &Relation, except: Option<&str>) -> Option<String> {
+        let allowed = |name: &str| except != Some(name);
+        if allowed(&relation.name)
             && let Some((candidate, _)) = self.selected.get(&relation.name)
             && relation
                 .constraint
@@ -431,7 +420,7 @@ impl<'u> Attempt<'u> {
         let providers = self.universe.providers.get(&relation.name)?;
         providers.iter().find_map(|(name, _)| {
             let (candidate, _) = self.selected.get(name)?;
-            (name != except && provides_match(candidate, relation)).then(|| name.clone())
+            (allowed(name) && provides_match(candidate, relation)).then(|| name.clone())
         })
     }
 }
