@@ -3,11 +3,13 @@
 //! described in DESIGN.md.
 
 pub mod commands;
+pub mod deb;
 pub mod deb822;
 pub mod fetch;
 pub mod fsutil;
 pub mod index;
 pub mod lock;
+pub mod package_cache;
 pub mod recipe;
 pub mod relation;
 pub mod release;

@@ -74,6 +74,34 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+
+    /// Download and verify every package a lock names into the cache.
+    ///
+    /// Each .deb is checked against the size and SHA-256 in the lock; a
+    /// damaged cached copy is removed and fetched again. Refuses a lock whose
+    /// recipe changed since. Run it on a connected machine, then build with
+    /// --offline from the same cache (or copy the cache).
+    ///
+    /// Examples:
+    ///   nodeimg fetch recipes/db.toml
+    ///   nodeimg fetch recipes/db.toml --offline   # verify the cache only
+    #[command(verbatim_doc_comment)]
+    Fetch {
+        /// The recipe whose lock to fetch, e.g. recipes/db.toml.
+        recipe: PathBuf,
+
+        /// Set a recipe parameter, as given to `lock` (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+
+        /// The lock to read instead of the one beside the recipe.
+        #[arg(long, value_name = "PATH")]
+        lock: Option<PathBuf>,
+
+        /// Download nothing: fail if a package is missing from the cache.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -133,6 +161,19 @@ fn main() -> ExitCode {
             params,
             output,
             check,
+            offline,
+            cache_dir,
+            fetcher,
+        }),
+        Command::Fetch {
+            recipe,
+            params,
+            lock,
+            offline,
+        } => commands::fetch::run(&commands::fetch::FetchOptions {
+            recipe,
+            params,
+            lock,
             offline,
             cache_dir,
             fetcher,

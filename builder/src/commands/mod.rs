@@ -1,3 +1,4 @@
 //! The subcommands of the `nodeimg` binary, one module each.
 
+pub mod fetch;
 pub mod lock;

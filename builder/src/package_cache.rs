@@ -1,0 +1,181 @@
+//! The `.deb` files a lock names, fetched once into a content-addressed
+//! cache (`<cache>/debs/sha256/<hash>`) and verified by size and SHA-256
+//! every time they are used.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::fetch::{FetchError, Fetcher};
+use crate::lock::{Lock, LockedPackage};
+
+#[derive(Debug, Error)]
+pub enum PackageError {
+    #[error("package {name} {version}: {err}")]
+    Fetch {
+        name: String,
+        version: String,
+        err: FetchError,
+    },
+    #[error(
+        "package {name} {version}: {url}: expected {expected_size} bytes with SHA-256 {expected}, got {actual_size} bytes with {actual}; nothing was kept: the mirror is corrupt or the lock is wrong (re-run `nodeimg lock`)"
+    )]
+    Mismatch {
+        name: String,
+        version: String,
+        url: String,
+        expected: String,
+        expected_size: u64,
+        actual: String,
+        actual_size: u64,
+    },
+    #[error(
+        "package {name} {version} is not in the cache and --offline forbids downloading it: run `nodeimg fetch` on a connected machine first"
+    )]
+    NotCached { name: String, version: String },
+    #[error("package {name}: the lock names source `{source_name}`, which it does not list")]
+    UnknownSource { name: String, source_name: String },
+    #[error("cache {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct PackageCache {
+    dir: PathBuf,
+    offline: bool,
+    fetcher: Fetcher,
+}
+
+impl PackageCache {
+    pub fn new(cache_dir: &Path, offline: bool, fetcher: Fetcher) -> PackageCache {
+        PackageCache {
+            dir: cache_dir.join("debs").join("sha256"),
+            offline,
+            fetcher,
+        }
+    }
+
+    pub fn path_of(&self, package: &LockedPackage) -> PathBuf {
+        self.dir.join(&package.sha256)
+    }
+
+    /// Returns the verified bytes of one locked package, downloading it when
+    /// it is missing or when the cached copy is damaged (which is removed).
+    pub fn get(&self, lock: &Lock, package: &LockedPackage) -> Result<Vec<u8>, PackageError> {
+        let path = self.path_of(package);
+        if let Ok(bytes) = std::fs::read(&path) {
+            if verify(package, &bytes).is_ok() {
+                return Ok(bytes);
+            }
+            tracing::warn!(
+                "{}: cached copy of {} {} is damaged; removing it",
+                path.display(),
+                package.name,
+                package.version
+            );
+            std::fs::remove_file(&path).map_err(|source| PackageError::Cache {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        if self.offline {
+            return Err(PackageError::NotCached {
+                name: package.name.clone(),
+                version: package.version.clone(),
+            });
+        }
+        let url = url_of(lock, package)?;
+        let bytes = self.fetcher.get(&url).map_err(|err| PackageError::Fetch {
+            name: package.name.clone(),
+            version: package.version.clone(),
+            err,
+        })?;
+        if let Err((actual, actual_size)) = verify(package, &bytes) {
+            return Err(PackageError::Mismatch {
+                name: package.name.clone(),
+                version: package.version.clone(),
+                url,
+                expected: package.sha256.clone(),
+                expected_size: package.size,
+                actual,
+                actual_size,
+            });
+        }
+        crate::fsutil::write_atomic(&path, &bytes, 0o644).map_err(|source| {
+            PackageError::Cache {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        tracing::debug!(
+            "fetched {} {} ({} bytes)",
+            package.name,
+            package.version,
+            bytes.len()
+        );
+        Ok(bytes)
+    }
+
+    /// Makes sure every package of the lock is in the cache and intact,
+    /// working on `threads` threads. Returns how many were not cached.
+    pub fn fill(&self, lock: &Lock, threads: usize) -> Result<usize, PackageError> {
+        let missing = lock
+            .packages
+            .iter()
+            .filter(|p| !self.path_of(p).exists())
+            .count();
+        let next = Mutex::new(lock.packages.iter());
+        let first_error = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.max(1) {
+                scope.spawn(|| {
+                    loop {
+                        let Some(package) = next.lock().unwrap().next() else {
+                            break;
+                        };
+                        if first_error.lock().unwrap().is_some() {
+                            break;
+                        }
+                        if let Err(err) = self.get(lock, package) {
+                            first_error.lock().unwrap().get_or_insert(err);
+                        }
+                    }
+                });
+            }
+        });
+        match first_error.into_inner().unwrap() {
+            Some(err) => Err(err),
+            None => Ok(missing),
+        }
+    }
+}
+
+fn url_of(lock: &Lock, package: &LockedPackage) -> Result<String, PackageError> {
+    let source = lock
+        .sources
+        .iter()
+        .find(|s| s.name == package.source)
+        .ok_or_else(|| PackageError::UnknownSource {
+            name: package.name.clone(),
+            source_name: package.source.clone(),
+        })?;
+    Ok(format!(
+        "{}/{}",
+        source.url.trim_end_matches('/'),
+        package.path
+    ))
+}
+
+/// Checks size then SHA-256; on mismatch returns what was found.
+fn verify(package: &LockedPackage, bytes: &[u8]) -> Result<(), (String, u64)> {
+    let actual = hex::encode(Sha256::digest(bytes));
+    if bytes.len() as u64 == package.size && actual == package.sha256 {
+        Ok(())
+    } else {
+        Err((actual, bytes.len() as u64))
+    }
+}
