@@ -671,3 +671,104 @@ fn a_missing_key_file_is_named() {
     );
     assert_no_lock(&fx);
 }
+
+fn cached_debs(fx: &Fixture) -> Vec<PathBuf> {
+    match std::fs::read_dir(fx.dir.path().join("cache/debs/sha256")) {
+        Ok(dir) => dir
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn fetch_fills_and_verifies_the_package_cache() {
+    let fx = Fixture::new();
+    fx.write_recipe(APP);
+    let recipe = fx.recipe_path();
+    let recipe = recipe.to_str().unwrap();
+    assert_fails(
+        &fx.nodeimg(&["fetch", recipe]),
+        &["cannot read the lock", "nodeimg lock"],
+    );
+    assert_ok(&fx.lock(&[]));
+    assert_fails(
+        &fx.nodeimg(&["fetch", recipe, "--offline"]),
+        &["not in the cache", "--offline"],
+    );
+
+    assert_ok(&fx.nodeimg(&["fetch", recipe]));
+    let lock = parse_lock(&fx.lock_text());
+    let count = lock["package"].as_array().unwrap().len();
+    assert_eq!(cached_debs(&fx).len(), count);
+
+    // A damaged cached copy is detected, removed and downloaded again.
+    let libfoo = package(&lock, "libfoo").unwrap();
+    let cached = fx
+        .dir
+        .path()
+        .join("cache/debs/sha256")
+        .join(libfoo["sha256"].as_str().unwrap());
+    std::fs::write(&cached, b"garbage").unwrap();
+    assert_fails(
+        &fx.nodeimg(&["fetch", recipe, "--offline"]),
+        &["libfoo 2.0-1", "not in the cache"],
+    );
+    assert!(!cached.exists(), "the damaged copy is removed");
+    fx.server.clear_log();
+    assert_ok(&fx.nodeimg(&["fetch", recipe]));
+    let refetched: Vec<_> = fx
+        .server
+        .requests()
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(
+        refetched,
+        [format!("/{}", libfoo["path"].as_str().unwrap())]
+    );
+    assert_ok(&fx.nodeimg(&["fetch", recipe, "--offline"]));
+}
+
+#[test]
+fn fetch_refuses_a_deb_that_does_not_match_the_lock() {
+    let fx = Fixture::new();
+    fx.write_recipe(APP);
+    assert_ok(&fx.lock(&[]));
+    let lock = parse_lock(&fx.lock_text());
+    let libbar = package(&lock, "libbar").unwrap();
+    std::fs::write(
+        fx.archive.file(libbar["path"].as_str().unwrap()),
+        b"tampered",
+    )
+    .unwrap();
+    let recipe = fx.recipe_path();
+    assert_fails(
+        &fx.nodeimg(&["fetch", recipe.to_str().unwrap(), "--attempts", "1"]),
+        &["package libbar 3.0-1", "expected", "nothing was kept"],
+    );
+    let bad = fx
+        .dir
+        .path()
+        .join("cache/debs/sha256")
+        .join(libbar["sha256"].as_str().unwrap());
+    assert!(!bad.exists());
+}
+
+#[test]
+fn fetch_refuses_a_stale_lock() {
+    let fx = Fixture::new();
+    fx.write_recipe(APP);
+    assert_ok(&fx.lock(&[]));
+    fx.write_recipe(
+        r#"include = ["app", "libbaz"]
+exclude = ["debconf", "perl"]"#,
+    );
+    let recipe = fx.recipe_path();
+    assert_fails(
+        &fx.nodeimg(&["fetch", recipe.to_str().unwrap()]),
+        &["stale", "nodeimg lock"],
+    );
+    assert!(cached_debs(&fx).is_empty());
+}
