@@ -20,16 +20,15 @@ pub enum PackageError {
         err: FetchError,
     },
     #[error(
-        "package {name} {version}: {url}: expected {expected_size} bytes with SHA-256 {expected}, got {actual_size} bytes with {actual}; nothing was kept: the mirror is corrupt or the lock is wrong (re-run `nodeimg lock`)"
+        "package {package}: {url}: expected {expected}, got {actual}; nothing was kept: the mirror is corrupt or the lock is wrong (re-run `nodeimg lock`)"
     )]
     Mismatch {
-        name: String,
-        version: String,
+        /// `name version`.
+        package: String,
         url: String,
+        /// `N bytes with SHA-256 H`.
         expected: String,
-        expected_size: u64,
         actual: String,
-        actual_size: u64,
     },
     #[error(
         "package {name} {version} is not in the cache and --offline forbids downloading it: run `nodeimg fetch` on a connected machine first"
@@ -96,13 +95,10 @@ impl PackageCache {
         })?;
         if let Err((actual, actual_size)) = verify(package, &bytes) {
             return Err(PackageError::Mismatch {
-                name: package.name.clone(),
-                version: package.version.clone(),
+                package: format!("{} {}", package.name, package.version),
                 url,
-                expected: package.sha256.clone(),
-                expected_size: package.size,
-                actual,
-                actual_size,
+                expected: format!("{} bytes with SHA-256 {}", package.size, package.sha256),
+                actual: format!("{actual_size} bytes with SHA-256 {actual}"),
             });
         }
         crate::fsutil::write_atomic(&path, &bytes, 0o644).map_err(|source| {
