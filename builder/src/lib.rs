@@ -14,5 +14,6 @@ pub mod recipe;
 pub mod relation;
 pub mod release;
 pub mod resolve;
+pub mod rootfs;
 pub mod signature;
 pub mod version;
