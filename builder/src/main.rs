@@ -75,6 +75,40 @@ enum Command {
         offline: bool,
     },
 
+    /// Build OCI images from locks: images/<role>/ and images/<role>.tar.
+    ///
+    /// Uses only the lock (refused if its recipe changed), the verified
+    /// package cache and the recipe: no index, no container engine, no
+    /// maintainer scripts. Timestamps come from the lock's
+    /// source_date_epoch (SOURCE_DATE_EPOCH in the environment wins), so
+    /// rebuilding gives the same digest. Prints `<role> <manifest digest>`.
+    ///
+    /// Examples:
+    ///   nodeimg build recipes/db.toml
+    ///   nodeimg build --all --offline
+    ///   docker load -i images/db.tar
+    #[command(verbatim_doc_comment)]
+    Build {
+        /// Recipes to build, e.g. recipes/db.toml.
+        recipes: Vec<PathBuf>,
+
+        /// Build every recipe in recipes/.
+        #[arg(long, conflicts_with = "recipes")]
+        all: bool,
+
+        /// Set a recipe parameter, as given to `lock` (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+
+        /// Use only the package cache; fail instead of downloading.
+        #[arg(long)]
+        offline: bool,
+
+        /// Where images are written.
+        #[arg(short, long, value_name = "DIR", default_value = "images")]
+        output: PathBuf,
+    },
+
     /// Download and verify every package a lock names into the cache.
     ///
     /// Each .deb is checked against the size and SHA-256 in the lock; a
@@ -109,6 +143,18 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
         Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
         _ => Err(format!("expected NAME=VALUE, got {text:?}")),
     }
+}
+
+/// Every `recipes/*.toml`, sorted.
+fn all_recipes() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = std::fs::read_dir("recipes")
+        .map_err(|err| anyhow::anyhow!("--all reads recipes/ in the current folder: {err}"))?;
+    let mut recipes: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    recipes.sort();
+    Ok(recipes)
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -165,6 +211,23 @@ fn main() -> ExitCode {
             cache_dir,
             fetcher,
         }),
+        Command::Build {
+            recipes,
+            all,
+            params,
+            offline,
+            output,
+        } => match if all { all_recipes() } else { Ok(recipes) } {
+            Ok(recipes) => commands::build::run(&commands::build::BuildOptions {
+                recipes,
+                params,
+                offline,
+                output,
+                cache_dir,
+                fetcher,
+            }),
+            Err(err) => Err(err),
+        },
         Command::Fetch {
             recipe,
             params,

@@ -175,6 +175,13 @@ impl Rootfs {
             let gid = header.gid().map_err(tar_err)?;
             let mtime = header.mtime().map_err(tar_err)?;
             let kind = header.entry_type();
+            // base-files ships the merged-/usr links itself (`bin` →
+            // `usr/bin`); they are made once, after all packages.
+            if kind == tar::EntryType::Symlink
+                && MERGED_USR.iter().any(|d| raw_path.trim_start_matches("./").trim_end_matches('/') == *d)
+            {
+                continue;
+            }
             let link = || -> Result<String, RootfsError> {
                 Ok(item
                     .link_name()

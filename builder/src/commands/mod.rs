@@ -1,4 +1,5 @@
 //! The subcommands of the `nodeimg` binary, one module each.
 
+pub mod build;
 pub mod fetch;
 pub mod lock;
