@@ -7,15 +7,16 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # gpg/gpgv: the OpenPGP interoperability tests; dpkg: version ordering is
-# checked against dpkg itself; xz-utils: fixture tooling.
+# checked against dpkg itself; xz-utils: fixture tooling; skopeo and umoci
+# validate the OCI layouts; docker (already running on CI) loads them.
 need=()
-for tool in gpg gpgv dpkg xz; do
+for tool in gpg gpgv dpkg xz skopeo umoci; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing test tools: ${need[*]}" >&2
     as_root apt-get update
-    as_root apt-get install -y --no-install-recommends gnupg gpgv dpkg xz-utils
+    as_root apt-get install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci
 fi
 
 cargo fmt --all -- --check

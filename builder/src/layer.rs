@@ -27,7 +27,9 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 /// Writes the entries (already in path order) as one layer.
-pub fn write_layer<'a>(entries: impl Iterator<Item = (&'a String, &'a Entry)>) -> std::io::Result<Layer> {
+pub fn write_layer<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a Entry)>,
+) -> std::io::Result<Layer> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.mode(tar::HeaderMode::Complete);
     for (path, entry) in entries {

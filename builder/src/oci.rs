@@ -115,12 +115,25 @@ pub fn assemble(
         let ports: serde_json::Map<String, Value> = config
             .ports
             .iter()
-            .map(|p| (if p.contains('/') { p.clone() } else { format!("{p}/tcp") }, json!({})))
+            .map(|p| {
+                (
+                    if p.contains('/') {
+                        p.clone()
+                    } else {
+                        format!("{p}/tcp")
+                    },
+                    json!({}),
+                )
+            })
             .collect();
         runtime.insert("ExposedPorts".into(), Value::Object(ports));
     }
     if !config.volumes.is_empty() {
-        let volumes: serde_json::Map<String, Value> = config.volumes.iter().map(|v| (v.clone(), json!({}))).collect();
+        let volumes: serde_json::Map<String, Value> = config
+            .volumes
+            .iter()
+            .map(|v| (v.clone(), json!({})))
+            .collect();
         runtime.insert("Volumes".into(), Value::Object(volumes));
     }
     if !config.labels.is_empty() {
@@ -167,7 +180,11 @@ pub fn assemble(
 
 impl Image {
     fn index(&self) -> Vec<u8> {
-        let tag = self.reference.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        let tag = self
+            .reference
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .unwrap_or("");
         canonical_json(&json!({
             "schemaVersion": 2,
             "mediaType": INDEX_TYPE,
@@ -194,7 +211,10 @@ impl Image {
             "Layers": self.layers.iter().map(|l| blob(&l.digest)).collect::<Vec<_>>(),
         }]));
         let mut files = vec![
-            ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            (
+                "oci-layout".to_string(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
             ("index.json".to_string(), self.index()),
             ("manifest.json".to_string(), docker_manifest),
             (blob(&self.manifest_digest), self.manifest.clone()),
@@ -226,7 +246,11 @@ impl Image {
             if let Some((dir, _)) = path.rsplit_once('/') {
                 let mut prefix = String::new();
                 for part in dir.split('/') {
-                    prefix = if prefix.is_empty() { part.to_string() } else { format!("{prefix}/{part}") };
+                    prefix = if prefix.is_empty() {
+                        part.to_string()
+                    } else {
+                        format!("{prefix}/{part}")
+                    };
                     if dirs_done.insert(prefix.clone()) {
                         let mut header = tar::Header::new_ustar();
                         header.set_entry_type(tar::EntryType::Directory);

@@ -178,7 +178,9 @@ impl Rootfs {
             // base-files ships the merged-/usr links itself (`bin` →
             // `usr/bin`); they are made once, after all packages.
             if kind == tar::EntryType::Symlink
-                && MERGED_USR.iter().any(|d| raw_path.trim_start_matches("./").trim_end_matches('/') == *d)
+                && MERGED_USR
+                    .iter()
+                    .any(|d| raw_path.trim_start_matches("./").trim_end_matches('/') == *d)
             {
                 continue;
             }
@@ -275,6 +277,31 @@ impl Rootfs {
             }
             !drop
         });
+        // Directories matched by a pattern go too once nothing is left in
+        // them (deepest first, so emptied parents follow their children).
+        let candidates: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(path, entry)| {
+                let absolute = format!("/{path}");
+                entry.content == Content::Directory
+                    && prune.is_match(&absolute)
+                    && !keep.is_match(&absolute)
+            })
+            .map(|(path, _)| path.clone())
+            .rev()
+            .collect();
+        for dir in candidates {
+            let prefix = format!("{dir}/");
+            let has_children = self
+                .entries
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(path, _)| path.starts_with(&prefix));
+            if !has_children {
+                self.entries.remove(&dir);
+            }
+        }
         // Hard links whose target was pruned become dangling: drop them too.
         let present: std::collections::BTreeSet<String> = self.entries.keys().cloned().collect();
         self.entries.retain(|_, entry| match &entry.content {

@@ -7,7 +7,11 @@ use crate::rootfs::{Entry, Rootfs, RootfsError};
 
 /// `/etc/passwd`, `/etc/group` and `/etc/shadow` from the recipe's
 /// accounts, root first. Passwords are locked: nobody logs in by password.
-pub fn add_accounts(rootfs: &mut Rootfs, accounts: &Accounts, mtime: u64) -> Result<(), RootfsError> {
+pub fn add_accounts(
+    rootfs: &mut Rootfs,
+    accounts: &Accounts,
+    mtime: u64,
+) -> Result<(), RootfsError> {
     let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
     let mut shadow = String::from("root:*:0:0:99999:7:::\n");
     let mut group = String::from("root:x:0:\n");
@@ -22,8 +26,15 @@ pub fn add_accounts(rootfs: &mut Rootfs, accounts: &Accounts, mtime: u64) -> Res
         group.push_str(&format!("{}:x:{}:{}\n", g.name, g.gid, g.members.join(",")));
     }
     // These replace whatever a package shipped (base-passwd is not run).
-    for (path, text, mode) in [("etc/passwd", passwd, 0o644), ("etc/group", group, 0o644), ("etc/shadow", shadow, 0o640)] {
-        rootfs.entries.insert(path.to_string(), Entry::file(text.into_bytes(), mode, mtime));
+    for (path, text, mode) in [
+        ("etc/passwd", passwd, 0o644),
+        ("etc/group", group, 0o644),
+        ("etc/shadow", shadow, 0o640),
+    ] {
+        rootfs.entries.insert(
+            path.to_string(),
+            Entry::file(text.into_bytes(), mode, mtime),
+        );
     }
     rootfs.insert("root".into(), Entry::directory(0o700, mtime))?;
     rootfs.insert("tmp".into(), Entry::directory(0o1777, mtime))?;
@@ -57,12 +68,14 @@ pub fn add_dpkg_status(rootfs: &mut Rootfs, controls: &[String], mtime: u64) {
         }
         status.push('\n');
     }
-    rootfs
-        .entries
-        .insert("var/lib/dpkg/status".into(), Entry::file(status.into_bytes(), 0o644, mtime));
-    rootfs
-        .entries
-        .insert("var/lib/dpkg/available".into(), Entry::file(Vec::new(), 0o644, mtime));
+    rootfs.entries.insert(
+        "var/lib/dpkg/status".into(),
+        Entry::file(status.into_bytes(), 0o644, mtime),
+    );
+    rootfs.entries.insert(
+        "var/lib/dpkg/available".into(),
+        Entry::file(Vec::new(), 0o644, mtime),
+    );
 }
 
 /// The recipe and lock, read-only, under /usr/share/nodeimg/.

@@ -41,10 +41,9 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<()> {
 /// error, per the spec); otherwise the lock's.
 fn source_date_epoch(lock: &Lock) -> anyhow::Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")),
+        Ok(value) => value.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")
+        }),
         Err(_) => Ok(lock.source_date_epoch.max(0) as u64),
     }
 }
@@ -52,7 +51,8 @@ fn source_date_epoch(lock: &Lock) -> anyhow::Result<u64> {
 fn globs(patterns: &[String], what: &str) -> anyhow::Result<GlobSet> {
     let mut set = GlobSetBuilder::new();
     for pattern in patterns {
-        let glob = Glob::new(pattern).with_context(|| format!("recipe {what}: bad glob {pattern:?}"))?;
+        let glob =
+            Glob::new(pattern).with_context(|| format!("recipe {what}: bad glob {pattern:?}"))?;
         set.add(glob);
     }
     Ok(set.build()?)
@@ -68,7 +68,9 @@ fn build_one(options: &BuildOptions, recipe_path: &Path) -> anyhow::Result<()> {
     let role = recipe.recipe.recipe.name.clone();
 
     let cache = PackageCache::new(&options.cache_dir, options.offline, options.fetcher.clone());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
     let downloaded = cache.fill(&lock, threads)?;
     if downloaded > 0 {
         eprintln!("{role}: downloaded {downloaded} packages");
@@ -78,8 +80,14 @@ fn build_one(options: &BuildOptions, recipe_path: &Path) -> anyhow::Result<()> {
     let layer = layer::write_rootfs_layer(&rootfs).context("cannot write the layer")?;
     let short = &lock.content_sha256[..12];
     let mut annotations = BTreeMap::new();
-    annotations.insert("org.opencontainers.image.title".to_string(), format!("nodeimg-{role}"));
-    annotations.insert("org.opencontainers.image.version".to_string(), short.to_string());
+    annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        format!("nodeimg-{role}"),
+    );
+    annotations.insert(
+        "org.opencontainers.image.version".to_string(),
+        short.to_string(),
+    );
     if !recipe.recipe.recipe.description.is_empty() {
         annotations.insert(
             "org.opencontainers.image.description".to_string(),
@@ -109,7 +117,12 @@ fn build_one(options: &BuildOptions, recipe_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn assemble_rootfs(recipe: &LoadedRecipe, lock: &Lock, cache: &PackageCache, epoch: u64) -> anyhow::Result<Rootfs> {
+fn assemble_rootfs(
+    recipe: &LoadedRecipe,
+    lock: &Lock,
+    cache: &PackageCache,
+    epoch: u64,
+) -> anyhow::Result<Rootfs> {
     let mut rootfs = Rootfs::default();
     let mut controls = Vec::new();
     for package in &lock.packages {
@@ -139,7 +152,8 @@ fn assemble_rootfs(recipe: &LoadedRecipe, lock: &Lock, cache: &PackageCache, epo
 /// and renames, so a failure (a full disk) leaves the previous image, never
 /// half of a new one.
 fn write_outputs(image: &oci::Image, output: &Path, role: &str, epoch: u64) -> anyhow::Result<()> {
-    std::fs::create_dir_all(output).with_context(|| format!("cannot create {}", output.display()))?;
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{role}-"))
         .tempdir_in(output)

@@ -1,0 +1,203 @@
+//! `nodeimg build` end to end on the committed db and haproxy locks, with
+//! real packages from Debian's archive: reproducible digests across
+//! directories, umask and TZ; accepted by skopeo, umoci and Docker; the
+//! binaries inside run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Packages are cached across test runs under target/, like a user's cache.
+fn cache_dir() -> PathBuf {
+    repo().join("target/test-package-cache")
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Builds both roles into `out`, from a copy of recipes/ under `work`,
+/// with the given umask and TZ. Returns the `role digest` lines.
+fn build(work: &Path, umask: &str, tz: &str) -> String {
+    std::fs::create_dir_all(work.join("recipes/keys")).unwrap();
+    for entry in std::fs::read_dir(repo().join("recipes"))
+        .unwrap()
+        .chain(std::fs::read_dir(repo().join("recipes/keys")).unwrap())
+    {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let relative = path.strip_prefix(repo().join("recipes")).unwrap();
+            std::fs::copy(&path, work.join("recipes").join(relative)).unwrap();
+        }
+    }
+    let script = format!("umask {umask}; exec \"$0\" build --all --output images");
+    let output = run(Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_nodeimg"))
+        .current_dir(work)
+        .env("NODEIMG_CACHE", cache_dir())
+        .env("TZ", tz)
+        .env_remove("SOURCE_DATE_EPOCH"));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+struct Built {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    first: PathBuf,
+    digests: String,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = build(a.path(), "022", "UTC");
+        let second = build(b.path(), "077", "Asia/Tokyo");
+        assert_eq!(
+            first, second,
+            "same lock, different directory, umask and TZ: same digests"
+        );
+        Built {
+            first: a.path().join("images"),
+            _dirs: (a, b),
+            digests: first,
+        }
+    })
+}
+
+fn digest_of(role: &str) -> String {
+    built()
+        .digests
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{role} ")))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn builds_are_bit_identical_across_directories_umask_and_tz() {
+    let built = built();
+    assert_eq!(built.digests.lines().count(), 2, "{}", built.digests);
+    // Not only the manifest: the docker tarballs are byte-identical too.
+    let other = built._dirs.1.path().join("images");
+    for role in ["db", "haproxy"] {
+        let a = std::fs::read(built.first.join(format!("{role}.tar"))).unwrap();
+        let b = std::fs::read(other.join(format!("{role}.tar"))).unwrap();
+        assert!(a == b, "{role}.tar differs between the two builds");
+    }
+}
+
+#[test]
+fn skopeo_and_umoci_accept_the_layout() {
+    let layout = built().first.join("db");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let output = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:{tag}", layout.display())));
+    let inspected: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(inspected["Digest"].as_str(), Some(digest_of("db").as_str()));
+    assert_eq!(inspected["Architecture"], "amd64");
+
+    let bundle = tempfile::tempdir().unwrap();
+    let unpacked = bundle.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&unpacked));
+    let rootfs = unpacked.join("rootfs");
+    assert!(rootfs.join("usr/lib/postgresql/17/bin/postgres").is_file());
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin")).unwrap(),
+        Path::new("usr/bin")
+    );
+    let tmp = std::fs::metadata(rootfs.join("tmp")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&tmp.permissions()) & 0o7777,
+        0o1777
+    );
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+    assert!(passwd.contains("postgres:x:999:999:"), "{passwd}");
+    // The dpkg database lists every locked package at its exact version.
+    let listed = run(Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            rootfs.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${Package} ${Version}\\n"]));
+    let lock: toml::Table = std::fs::read_to_string(repo().join("recipes/db.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    for package in lock["package"].as_array().unwrap() {
+        let line = format!(
+            "{} {}",
+            package["name"].as_str().unwrap(),
+            package["version"].as_str().unwrap()
+        );
+        assert!(listed.lines().any(|l| l == line), "dpkg-query lacks {line}");
+    }
+    // The recipe and lock travel inside the image; docs were pruned.
+    assert!(rootfs.join("usr/share/nodeimg/recipe.lock").is_file());
+    assert!(!rootfs.join("usr/share/man").join("man1").exists());
+}
+
+#[test]
+fn docker_loads_and_runs_the_images() {
+    let built = built();
+    for (role, binary, args, expected) in [
+        (
+            "db",
+            "/usr/lib/postgresql/17/bin/postgres",
+            "--version",
+            "postgres (PostgreSQL) 17.",
+        ),
+        ("db", "/usr/bin/patroni", "--version", "patroni 4."),
+        ("haproxy", "/usr/sbin/haproxy", "-v", "HAProxy version 3.0"),
+    ] {
+        let loaded = run(Command::new("docker")
+            .arg("load")
+            .arg("-i")
+            .arg(built.first.join(format!("{role}.tar"))));
+        let loaded = String::from_utf8(loaded.stdout).unwrap();
+        // Docker may first say it renamed an older image of the same tag.
+        let reference = loaded
+            .lines()
+            .find_map(|l| l.strip_prefix("Loaded image: "))
+            .unwrap_or_else(|| panic!("no `Loaded image:` line in {loaded:?}"))
+            .to_string();
+        assert!(
+            reference.starts_with(&format!("nodeimg/{role}:")),
+            "{loaded}"
+        );
+        let output = run(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            binary,
+            &reference,
+            args,
+        ]));
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains(expected), "{binary} {args}: {text}");
+    }
+}
