@@ -772,3 +772,58 @@ exclude = ["debconf", "perl"]"#,
     );
     assert!(cached_debs(&fx).is_empty());
 }
+
+#[test]
+fn build_refuses_a_stale_lock_and_an_unwritable_output() {
+    let fx = Fixture::new();
+    fx.write_recipe(APP);
+    assert_ok(&fx.lock(&[]));
+    let recipe = fx.recipe_path();
+    let recipe = recipe.to_str().unwrap();
+
+    // The output path is a file: a clear error, nothing written there.
+    let blocker = fx.dir.path().join("images");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    fx.write_recipe(APP);
+    assert_fails(
+        &fx.nodeimg(&["build", recipe, "--output", "images"]),
+        &["images"],
+    );
+    assert_eq!(std::fs::read(&blocker).unwrap(), b"not a directory");
+
+    fx.write_recipe(
+        r#"include = ["app", "libbaz"]
+exclude = ["debconf", "perl"]"#,
+    );
+    assert_fails(
+        &fx.nodeimg(&["build", recipe, "--output", "out"]),
+        &["stale", "nodeimg lock"],
+    );
+    assert!(!fx.dir.path().join("out/app").exists());
+    assert!(
+        cached_debs(&fx).is_empty(),
+        "nothing is downloaded for a stale lock"
+    );
+}
+
+#[test]
+fn build_names_a_package_whose_deb_is_not_a_deb() {
+    // The test archive's packages are stand-ins, not real .debs: the build
+    // must stop on the first one, name it, and leave no image behind.
+    let fx = Fixture::new();
+    fx.write_recipe(r#"include = ["libbaz"]"#);
+    assert_ok(&fx.lock(&[]));
+    let recipe = fx.recipe_path();
+    assert_fails(
+        &fx.nodeimg(&["build", recipe.to_str().unwrap(), "--output", "out"]),
+        &["package libbaz", "not a .deb"],
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(fx.dir.path().join("out"))
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(
+        leftovers.iter().all(|n| *n == 0),
+        "no half-written image: {leftovers:?}"
+    );
+}

@@ -31,6 +31,13 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<()> {
     if options.recipes.is_empty() {
         bail!("no recipe given: name one (nodeimg build recipes/db.toml) or use --all");
     }
+    // Fail on an unusable output path before any download or unpacking.
+    std::fs::create_dir_all(&options.output).with_context(|| {
+        format!(
+            "cannot create the output folder {}: choose another with --output",
+            options.output.display()
+        )
+    })?;
     for path in &options.recipes {
         build_one(options, path)?;
     }
