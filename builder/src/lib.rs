@@ -17,6 +17,7 @@ pub mod relation;
 pub mod release;
 pub mod resolve;
 pub mod rootfs;
+pub mod sbom;
 pub mod signature;
 pub mod system_files;
 pub mod version;

@@ -201,3 +201,41 @@ fn docker_loads_and_runs_the_images() {
         assert!(text.contains(expected), "{binary} {args}: {text}");
     }
 }
+
+#[test]
+fn the_sbom_lists_every_locked_package_with_a_purl() {
+    let built = built();
+    let bytes = std::fs::read(built.first.join("db.spdx.json")).unwrap();
+    assert_eq!(
+        bytes,
+        std::fs::read(built._dirs.1.path().join("images/db.spdx.json")).unwrap(),
+        "reproducible SBOM"
+    );
+    let sbom: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    let purls: Vec<&str> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["externalRefs"][0]["referenceLocator"].as_str().unwrap())
+        .collect();
+    assert!(purls[0].starts_with("pkg:oci/db@sha256%3A"), "{}", purls[0]);
+    let lock: toml::Table = std::fs::read_to_string(repo().join("recipes/db.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    for package in lock["package"].as_array().unwrap() {
+        // purl names are percent-encoded: libstdc++6 → libstdc%2B%2B6.
+        let name = package["name"].as_str().unwrap().replace('+', "%2B");
+        assert!(
+            purls
+                .iter()
+                .any(|p| p.starts_with(&format!("pkg:deb/debian/{name}@"))),
+            "no purl for {name}"
+        );
+    }
+    assert!(
+        purls.contains(&"pkg:deb/debian/patroni@4.0.7-3~deb13u1?arch=all"),
+        "{purls:?}"
+    );
+}

@@ -109,7 +109,8 @@ fn build_one(options: &BuildOptions, recipe_path: &Path) -> anyhow::Result<()> {
         annotations,
         format!("nodeimg/{role}:{short}"),
     );
-    write_outputs(&image, &options.output, &role, epoch)?;
+    let sbom = crate::sbom::spdx(&role, &lock, &image.manifest_digest, epoch as i64);
+    write_outputs(&image, &sbom, &options.output, &role, epoch)?;
     let compressed: usize = image.layers.iter().map(|l| l.gzip.len()).sum();
     eprintln!(
         "{role}: {} ({}) — {} packages, {:.1} MB uncompressed, {:.1} MB compressed, in {:.2}s",
@@ -158,7 +159,13 @@ fn assemble_rootfs(
 /// Writes `images/<role>/` and `images/<role>.tar` through temporary names
 /// and renames, so a failure (a full disk) leaves the previous image, never
 /// half of a new one.
-fn write_outputs(image: &oci::Image, output: &Path, role: &str, epoch: u64) -> anyhow::Result<()> {
+fn write_outputs(
+    image: &oci::Image,
+    sbom: &[u8],
+    output: &Path,
+    role: &str,
+    epoch: u64,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(output)
         .with_context(|| format!("cannot create {}", output.display()))?;
     let staging = tempfile::Builder::new()
@@ -174,11 +181,15 @@ fn write_outputs(image: &oci::Image, output: &Path, role: &str, epoch: u64) -> a
     image
         .write_tarball(std::io::BufWriter::new(file), epoch)
         .with_context(|| format!("cannot write {}", tarball.display()))?;
+    let sbom_path = staging.path().join("sbom.spdx.json");
+    std::fs::write(&sbom_path, sbom)
+        .with_context(|| format!("cannot write {}", sbom_path.display()))?;
     let final_layout = output.join(role);
     if final_layout.exists() {
         std::fs::remove_dir_all(&final_layout)?;
     }
     std::fs::rename(&layout, &final_layout)?;
     std::fs::rename(&tarball, output.join(format!("{role}.tar")))?;
+    std::fs::rename(&sbom_path, output.join(format!("{role}.spdx.json")))?;
     Ok(())
 }
