@@ -109,6 +109,25 @@ enum Command {
         output: PathBuf,
     },
 
+    /// Show what an image holds: digest, layers, packages largest first.
+    ///
+    /// Examples:
+    ///   nodeimg inspect images/db
+    ///   nodeimg inspect images/db --json | jq .package_count
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// An image layout written by `nodeimg build`, e.g. images/db.
+        layout: PathBuf,
+
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+
+        /// How many of the largest packages to list.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        top: usize,
+    },
+
     /// Download and verify every package a lock names into the cache.
     ///
     /// Each .deb is checked against the size and SHA-256 in the lock; a
@@ -228,6 +247,9 @@ fn main() -> ExitCode {
             }),
             Err(err) => Err(err),
         },
+        Command::Inspect { layout, json, top } => {
+            commands::inspect::run(&commands::inspect::InspectOptions { layout, json, top })
+        }
         Command::Fetch {
             recipe,
             params,

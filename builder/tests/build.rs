@@ -239,3 +239,34 @@ fn the_sbom_lists_every_locked_package_with_a_purl() {
         "{purls:?}"
     );
 }
+
+#[test]
+fn inspect_reports_the_digest_and_packages() {
+    let built = built();
+    let output = run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(["inspect", "--json"])
+        .arg(built.first.join("haproxy")));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["digest"].as_str(),
+        Some(digest_of("haproxy").as_str())
+    );
+    let lock: toml::Table = std::fs::read_to_string(repo().join("recipes/haproxy.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        report["package_count"].as_u64(),
+        Some(lock["package"].as_array().unwrap().len() as u64)
+    );
+    let sizes: Vec<u64> = report["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["installed_size_kib"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] >= w[1]),
+        "largest first: {sizes:?}"
+    );
+}

@@ -2,4 +2,5 @@
 
 pub mod build;
 pub mod fetch;
+pub mod inspect;
 pub mod lock;
