@@ -117,8 +117,12 @@ impl PackageCache {
     }
 
     /// Makes sure every package of the lock is in the cache and intact,
-    /// working on `threads` threads. Returns how many were not cached.
-    pub fn fill(&self, lock: &Lock, threads: usize) -> Result<usize, PackageError> {
+    /// downloading on as many threads as there are cores (at least two, as
+    /// downloads mostly wait). Returns how many were not cached.
+    pub fn fill(&self, lock: &Lock) -> Result<usize, PackageError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
         let missing = lock
             .packages
             .iter()

@@ -160,12 +160,7 @@ impl<'u> Attempt<'u> {
                 if text.is_empty() {
                     continue;
                 }
-                let groups =
-                    relation::parse_relations(text).map_err(|err| ResolveError::BadField {
-                        name: name.clone(),
-                        field,
-                        message: err.to_string(),
-                    })?;
+                let groups = parse_field(&name, field, text)?;
                 for group in groups {
                     let group: Vec<Relation> = group
                         .into_iter()
@@ -381,12 +376,7 @@ impl<'u> Attempt<'u> {
                 if text.is_empty() {
                     continue;
                 }
-                let groups =
-                    relation::parse_relations(text).map_err(|err| ResolveError::BadField {
-                        name: name.clone(),
-                        field,
-                        message: err.to_string(),
-                    })?;
+                let groups = parse_field(name, field, text)?;
                 for relation in groups.into_iter().flatten() {
                     // `Provides: x` with `Conflicts: x` is Debian's idiom for
                     // "the only provider of x": a package never conflicts
@@ -423,6 +413,19 @@ impl<'u> Attempt<'u> {
             (allowed(name) && provides_match(candidate, relation)).then(|| name.clone())
         })
     }
+}
+
+/// A relationship field of a package from an index, parsed.
+fn parse_field(
+    name: &str,
+    field: &'static str,
+    text: &str,
+) -> Result<Vec<Vec<Relation>>, ResolveError> {
+    relation::parse_relations(text).map_err(|err| ResolveError::BadField {
+        name: name.to_string(),
+        field,
+        message: err.to_string(),
+    })
 }
 
 enum Choice {

@@ -75,10 +75,7 @@ fn build_one(options: &BuildOptions, recipe_path: &Path) -> anyhow::Result<()> {
     let role = recipe.recipe.recipe.name.clone();
 
     let cache = PackageCache::new(&options.cache_dir, options.offline, options.fetcher.clone());
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(2);
-    let downloaded = cache.fill(&lock, threads)?;
+    let downloaded = cache.fill(&lock)?;
     if downloaded > 0 {
         eprintln!("{role}: downloaded {downloaded} packages");
     }

@@ -28,10 +28,7 @@ pub fn run(options: &FetchOptions) -> anyhow::Result<()> {
     let lock = Lock::read(&lock_path)?;
     lock.ensure_matches(&lock_path, &recipe)?;
     let cache = PackageCache::new(&options.cache_dir, options.offline, options.fetcher.clone());
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(2);
-    let downloaded = cache.fill(&lock, threads)?;
+    let downloaded = cache.fill(&lock)?;
     let bytes: u64 = lock.packages.iter().map(|p| p.size).sum();
     eprintln!(
         "{} packages of {} verified in {} ({} downloaded, {:.1} MB in all) in {:.2}s",
