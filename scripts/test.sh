@@ -15,8 +15,8 @@ for tool in gpg gpgv dpkg xz skopeo umoci; do
 done
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing test tools: ${need[*]}" >&2
-    as_root apt-get update
-    as_root apt-get install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci
+    as_root apt-get -o DPkg::Lock::Timeout=600 update
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci
 fi
 
 cargo fmt --all -- --check

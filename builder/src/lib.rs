@@ -2,22 +2,28 @@
 //! images and cloud-init bundles. Each module is one stage of the pipeline
 //! described in DESIGN.md.
 
+pub mod cluster;
 pub mod commands;
 pub mod deb;
 pub mod deb822;
 pub mod fetch;
 pub mod fsutil;
+pub mod identity;
 pub mod index;
 pub mod layer;
+pub mod layer_cache;
+pub mod layer_plan;
 pub mod lock;
 pub mod oci;
 pub mod package_cache;
+pub mod progress;
 pub mod recipe;
 pub mod relation;
 pub mod release;
 pub mod resolve;
 pub mod rootfs;
 pub mod sbom;
+pub mod scram;
 pub mod signature;
 pub mod system_files;
 pub mod version;

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::layer::{Layer, sha256_digest};
 use crate::recipe::ImageConfig;
@@ -148,7 +149,7 @@ pub fn assemble(
             "type": "layers",
             "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>(),
         },
-        "history": layers.iter().map(|_| json!({"created": created, "created_by": "nodeimg build"})).collect::<Vec<_>>(),
+        "history": layers.iter().map(|l| json!({"created": created, "created_by": format!("nodeimg build: {}", l.label)})).collect::<Vec<_>>(),
     });
     let config_bytes = canonical_json(&config_doc);
     let mut annotations = annotations;
@@ -164,7 +165,7 @@ pub fn assemble(
         "layers": layers.iter().map(|l| json!({
             "mediaType": LAYER_TYPE,
             "digest": l.digest,
-            "size": l.gzip.len(),
+            "size": l.size,
         })).collect::<Vec<_>>(),
         "annotations": annotations,
     });
@@ -202,7 +203,7 @@ impl Image {
 
     /// The files of an OCI image layout, plus Docker's `manifest.json` so
     /// that older `docker load` versions accept the same tree.
-    pub fn files(&self) -> Vec<(String, Vec<u8>)> {
+    pub fn files(&self) -> Vec<(String, Payload)> {
         let blob = |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
         let config_path = blob(&sha256_digest(&self.config));
         let docker_manifest = canonical_json(&json!([{
@@ -213,27 +214,43 @@ impl Image {
         let mut files = vec![
             (
                 "oci-layout".to_string(),
-                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+                Payload::Bytes(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
             ),
-            ("index.json".to_string(), self.index()),
-            ("manifest.json".to_string(), docker_manifest),
-            (blob(&self.manifest_digest), self.manifest.clone()),
-            (config_path, self.config.clone()),
+            ("index.json".to_string(), Payload::Bytes(self.index())),
+            ("manifest.json".to_string(), Payload::Bytes(docker_manifest)),
+            (
+                blob(&self.manifest_digest),
+                Payload::Bytes(self.manifest.clone()),
+            ),
+            (config_path, Payload::Bytes(self.config.clone())),
         ];
         for layer in &self.layers {
-            files.push((blob(&layer.digest), layer.gzip.clone()));
+            files.push((blob(&layer.digest), Payload::Blob(layer.clone())));
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
         files.dedup_by(|a, b| a.0 == b.0);
         files
     }
 
+    /// True when `dir` already holds this exact image: same index and
+    /// every file present with its size. A no-op build then writes nothing.
+    pub fn is_written_at(&self, dir: &Path) -> bool {
+        if std::fs::read(dir.join("index.json")).ok() != Some(self.index()) {
+            return false;
+        }
+        self.files().iter().all(|(path, payload)| {
+            std::fs::metadata(dir.join(path)).is_ok_and(|m| m.len() == payload.size())
+        })
+    }
+
     /// Writes the layout to `dir` (which must not exist yet).
     pub fn write_layout(&self, dir: &Path) -> std::io::Result<()> {
-        for (path, bytes) in self.files() {
+        for (path, payload) in self.files() {
             let target = dir.join(path);
             std::fs::create_dir_all(target.parent().expect("blob paths have a parent"))?;
-            std::fs::write(target, bytes)?;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&target)?);
+            payload.copy_to(&mut out)?;
+            out.flush()?;
         }
         Ok(())
     }
@@ -242,7 +259,7 @@ impl Image {
     pub fn write_tarball(&self, out: impl Write, mtime: u64) -> std::io::Result<()> {
         let mut builder = tar::Builder::new(out);
         let mut dirs_done = std::collections::BTreeSet::new();
-        for (path, bytes) in self.files() {
+        for (path, payload) in self.files() {
             if let Some((dir, _)) = path.rsplit_once('/') {
                 let mut prefix = String::new();
                 for part in dir.split('/') {
@@ -265,10 +282,68 @@ impl Image {
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(0o644);
             header.set_mtime(mtime);
-            header.set_size(bytes.len() as u64);
-            builder.append_data(&mut header, &path, bytes.as_slice())?;
+            header.set_size(payload.size());
+            let mut bytes = Vec::new();
+            let reader: Box<dyn std::io::Read> = match &payload {
+                Payload::Bytes(b) => Box::new(b.as_slice()),
+                Payload::Blob(_) => {
+                    payload.copy_to(&mut bytes)?;
+                    Box::new(bytes.as_slice())
+                }
+            };
+            builder.append_data(&mut header, &path, reader)?;
         }
         builder.into_inner()?.flush()
+    }
+}
+
+/// A file of the layout: small documents in memory, layer blobs on disk.
+pub enum Payload {
+    Bytes(Vec<u8>),
+    Blob(Layer),
+}
+
+impl Payload {
+    pub fn size(&self) -> u64 {
+        match self {
+            Payload::Bytes(bytes) => bytes.len() as u64,
+            Payload::Blob(layer) => layer.size,
+        }
+    }
+
+    /// Copies the payload, checking a blob against its digest on the way:
+    /// a damaged cache must not become a damaged image.
+    pub fn copy_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        match self {
+            Payload::Bytes(bytes) => out.write_all(bytes),
+            Payload::Blob(layer) => {
+                let mut file = std::fs::File::open(&layer.path)?;
+                let mut hasher = sha2::Sha256::new();
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut file, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n])?;
+                }
+                let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+                if actual != layer.digest {
+                    // Removed so that the next build makes it again.
+                    let _ = std::fs::remove_file(&layer.path);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "layer blob {} was damaged (its SHA-256 is {actual}, expected {}) and has been removed: run the build again to rebuild it",
+                            layer.path.display(),
+                            layer.digest
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 }
 

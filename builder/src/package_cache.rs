@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::fetch::{FetchError, Fetcher};
 use crate::lock::{Lock, LockedPackage};
+use crate::progress::Progress;
 
 #[derive(Debug, Error)]
 pub enum PackageError {
@@ -116,22 +117,34 @@ impl PackageCache {
         Ok(bytes)
     }
 
-    /// Makes sure every package of the lock is in the cache and intact,
+    /// Makes sure every package of the lock is in the cache and intact.
+    /// Returns how many were not cached.
+    pub fn fill(&self, lock: &Lock) -> Result<usize, PackageError> {
+        let all: Vec<&LockedPackage> = lock.packages.iter().collect();
+        self.fill_packages(lock, &all)
+    }
+
+    /// Makes sure the given packages are in the cache and intact,
     /// downloading on as many threads as there are cores (at least two, as
     /// downloads mostly wait). Returns how many were not cached.
-    pub fn fill(&self, lock: &Lock) -> Result<usize, PackageError> {
+    pub fn fill_packages(
+        &self,
+        lock: &Lock,
+        packages: &[&LockedPackage],
+    ) -> Result<usize, PackageError> {
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2);
-        let missing = lock
-            .packages
+        let missing: Vec<&LockedPackage> = packages
             .iter()
+            .copied()
             .filter(|p| !self.path_of(p).exists())
-            .count();
-        let next = Mutex::new(lock.packages.iter());
+            .collect();
+        let progress = Progress::bytes(missing.iter().map(|p| p.size).sum(), "downloading");
+        let next = Mutex::new(packages.iter());
         let first_error = Mutex::new(None);
         std::thread::scope(|scope| {
-            for _ in 0..threads.max(1) {
+            for _ in 0..threads {
                 scope.spawn(|| {
                     loop {
                         let Some(package) = next.lock().unwrap().next() else {
@@ -140,16 +153,23 @@ impl PackageCache {
                         if first_error.lock().unwrap().is_some() {
                             break;
                         }
-                        if let Err(err) = self.get(lock, package) {
-                            first_error.lock().unwrap().get_or_insert(err);
+                        let was_missing = !self.path_of(package).exists();
+                        progress.working_on(&package.name);
+                        match self.get(lock, package) {
+                            Ok(_) if was_missing => progress.advance(package.size),
+                            Ok(_) => {}
+                            Err(err) => {
+                                first_error.lock().unwrap().get_or_insert(err);
+                            }
                         }
                     }
                 });
             }
         });
+        progress.finish();
         match first_error.into_inner().unwrap() {
             Some(err) => Err(err),
-            None => Ok(missing),
+            None => Ok(missing.len()),
         }
     }
 }

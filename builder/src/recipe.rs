@@ -39,6 +39,30 @@ pub struct Recipe {
     pub accounts: Accounts,
     #[serde(default)]
     pub image: ImageConfig,
+    /// Left out of the serialized form when unset, so recipes without it
+    /// keep their checksum.
+    #[serde(default, skip_serializing_if = "Layers::is_unset")]
+    pub layers: Layers,
+}
+
+/// How the image is split into layers (see `layer_plan`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layers {
+    /// Packages of the shared base layer; nodeimg's default list when
+    /// absent. Roles share the base blob only if they agree on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Vec<String>>,
+    /// Most layers an image may have, counting the base and the layer of
+    /// generated files (default 8, at least 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<usize>,
+}
+
+impl Layers {
+    fn is_unset(&self) -> bool {
+        self.base.is_none() && self.budget.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,9 @@ use crate::deb::{Deb, DebError};
 /// system (Debian's amd64 list).
 pub const MERGED_USR: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
+/// The links an amd64 image always has, whatever its packages ship.
+pub const MERGED_USR_AMD64: &[&str] = &["bin", "sbin", "lib", "lib64"];
+
 #[derive(Debug, Error)]
 pub enum RootfsError {
     #[error("package {package}: {err}")]

@@ -12,8 +12,48 @@ fn repo() -> PathBuf {
 }
 
 /// Packages are cached across test runs under target/, like a user's cache.
-fn cache_dir() -> PathBuf {
-    repo().join("target/test-package-cache")
+fn shared_debs() -> PathBuf {
+    let debs = repo().join("target/test-package-cache/debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    debs
+}
+
+/// A cache folder of its own under `work` (so layers are really built in
+/// each), whose downloaded `.deb`s are shared with every other test.
+fn cache_in(work: &Path) -> PathBuf {
+    let cache = work.join("cache");
+    if !cache.exists() {
+        std::fs::create_dir_all(&cache).unwrap();
+        std::os::unix::fs::symlink(shared_debs(), cache.join("debs")).unwrap();
+    }
+    cache
+}
+
+/// Copies recipes/ (recipes, locks, keys) under `work`.
+fn copy_recipes(work: &Path) {
+    std::fs::create_dir_all(work.join("recipes/keys")).unwrap();
+    for entry in std::fs::read_dir(repo().join("recipes"))
+        .unwrap()
+        .chain(std::fs::read_dir(repo().join("recipes/keys")).unwrap())
+    {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let relative = path.strip_prefix(repo().join("recipes")).unwrap();
+            std::fs::copy(&path, work.join("recipes").join(relative)).unwrap();
+        }
+    }
+}
+
+/// `nodeimg <args>` in `work` with its own cache; returns the output
+/// whatever the exit status.
+fn nodeimg_in(work: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(args)
+        .current_dir(work)
+        .env("NODEIMG_CACHE", cache_in(work))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap()
 }
 
 fn run(command: &mut Command) -> Output {
@@ -30,24 +70,14 @@ fn run(command: &mut Command) -> Output {
 /// Builds both roles into `out`, from a copy of recipes/ under `work`,
 /// with the given umask and TZ. Returns the `role digest` lines.
 fn build(work: &Path, umask: &str, tz: &str) -> String {
-    std::fs::create_dir_all(work.join("recipes/keys")).unwrap();
-    for entry in std::fs::read_dir(repo().join("recipes"))
-        .unwrap()
-        .chain(std::fs::read_dir(repo().join("recipes/keys")).unwrap())
-    {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            let relative = path.strip_prefix(repo().join("recipes")).unwrap();
-            std::fs::copy(&path, work.join("recipes").join(relative)).unwrap();
-        }
-    }
+    copy_recipes(work);
     let script = format!("umask {umask}; exec \"$0\" build --all --output images");
     let output = run(Command::new("sh")
         .arg("-c")
         .arg(script)
         .arg(env!("CARGO_BIN_EXE_nodeimg"))
         .current_dir(work)
-        .env("NODEIMG_CACHE", cache_dir())
+        .env("NODEIMG_CACHE", cache_in(work))
         .env("TZ", tz)
         .env_remove("SOURCE_DATE_EPOCH"));
     String::from_utf8(output.stdout).unwrap()
@@ -89,6 +119,7 @@ fn digest_of(role: &str) -> String {
 #[test]
 fn builds_are_bit_identical_across_directories_umask_and_tz() {
     let built = built();
+    let _guard = first_dir_lock();
     assert_eq!(built.digests.lines().count(), 2, "{}", built.digests);
     // Not only the manifest: the docker tarballs are byte-identical too.
     let other = built._dirs.1.path().join("images");
@@ -269,4 +300,140 @@ fn inspect_reports_the_digest_and_packages() {
         sizes.windows(2).all(|w| w[0] >= w[1]),
         "largest first: {sizes:?}"
     );
+}
+
+fn manifest_layers(layout: &Path) -> Vec<String> {
+    let read = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index = read(layout.join("index.json"));
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read(layout.join("blobs/sha256").join(&digest[7..]));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn roles_share_their_base_layer_blob() {
+    let built = built();
+    let db = manifest_layers(&built.first.join("db"));
+    let haproxy = manifest_layers(&built.first.join("haproxy"));
+    assert!(db.len() >= 4, "db is split into several layers: {db:?}");
+    assert!(haproxy.len() >= 3, "{haproxy:?}");
+    assert_eq!(db[0], haproxy[0], "the base layer is one shared blob");
+    assert_eq!(
+        db.iter().filter(|d| haproxy.contains(d)).count(),
+        1,
+        "only the base is shared"
+    );
+}
+
+#[test]
+fn an_unchanged_rebuild_writes_nothing() {
+    let work = &built()._dirs.0;
+    let _guard = first_dir_lock();
+    let tarball = work.path().join("images/db.tar");
+    let before = std::fs::metadata(&tarball).unwrap().modified().unwrap();
+    let output = nodeimg_in(work.path(), &["build", "--all", "--output", "images"]);
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("up to date").count(), 2, "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), built().digests);
+    assert_eq!(
+        std::fs::metadata(&tarball).unwrap().modified().unwrap(),
+        before,
+        "a no-op build rewrote {}",
+        tarball.display()
+    );
+}
+
+/// Tests that rebuild in the first build's folder take turns.
+fn first_dir_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_damaged_cached_layer_is_refused_removed_and_rebuilt() {
+    let expected = digest_of("haproxy");
+    let work = tempfile::tempdir().unwrap();
+    copy_recipes(work.path());
+    let args = ["build", "recipes/haproxy.toml", "--output", "images"];
+    let first = nodeimg_in(work.path(), &args);
+    assert!(first.status.success(), "{first:?}");
+    // Same size, one byte changed: only the digest check can see it.
+    let layers = manifest_layers(&work.path().join("images/haproxy"));
+    let blob = work.path().join("cache/blobs/sha256").join(&layers[1][7..]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    std::fs::remove_dir_all(work.path().join("images")).unwrap();
+
+    let damaged = nodeimg_in(work.path(), &args);
+    assert!(!damaged.status.success());
+    let stderr = String::from_utf8_lossy(&damaged.stderr);
+    assert!(
+        stderr.contains(&layers[1][7..]) && stderr.contains("damaged"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(work.path().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing half-written: {left:?}");
+
+    let again = nodeimg_in(work.path(), &args);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        format!("haproxy {expected}")
+    );
+}
+
+#[test]
+fn a_full_disk_fails_clearly_and_leaves_no_image() {
+    // A real ENOSPC: the build runs in a container (the haproxy image has
+    // a shell and glibc) writing to a 16 MB tmpfs.
+    let built = built();
+    let loaded = run(Command::new("docker")
+        .arg("load")
+        .arg("-i")
+        .arg(built.first.join("haproxy.tar")));
+    let loaded = String::from_utf8(loaded.stdout).unwrap();
+    let reference = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap()
+        .to_string();
+    let work = tempfile::tempdir().unwrap();
+    copy_recipes(work.path());
+    let cache = cache_in(work.path());
+    std::fs::remove_file(cache.join("debs")).unwrap();
+    let output = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--tmpfs", "/out:size=16m"])
+        .arg("-v")
+        .arg(format!("{}:/nodeimg:ro", env!("CARGO_BIN_EXE_nodeimg")))
+        .arg("-v")
+        .arg(format!("{}:/work", work.path().display()))
+        .arg("-v")
+        .arg(format!("{}:/work/cache/debs:ro", shared_debs().display()))
+        .args(["-w", "/work", "-e", "NODEIMG_CACHE=/work/cache"])
+        .args(["--entrypoint", "/bin/sh", &reference, "-c"])
+        .arg("/nodeimg build recipes/db.toml --output /out; status=$?; echo left: $(ls -A /out); exit $status")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("/out"),
+        "the message names the place: {stderr}"
+    );
+    assert_eq!(stdout.trim(), "left:", "nothing half-written in /out");
 }

@@ -1,19 +1,27 @@
 //! `nodeimg build`: from a recipe's lock to an OCI image layout under
 //! `images/<role>/` and a `docker load` tarball `images/<role>.tar`.
+//!
+//! Work happens in three passes so that `--all` shares it between roles:
+//! plan every image's layers, build the package layers missing from the
+//! layer cache (once each, on every core, biggest first), then assemble
+//! each image and write it unless it is already there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::deb::Deb;
 use crate::fetch::Fetcher;
-use crate::layer;
+use crate::layer::{self, Layer};
+use crate::layer_cache::{self, LayerCache, LayerRecord, LayerSettings};
+use crate::layer_plan::{self, PackageLayer};
 use crate::lock::Lock;
 use crate::oci;
 use crate::package_cache::PackageCache;
+use crate::progress::Progress;
 use crate::recipe::{self, LoadedRecipe};
 use crate::rootfs::Rootfs;
 use crate::system_files;
@@ -27,6 +35,16 @@ pub struct BuildOptions {
     pub fetcher: Fetcher,
 }
 
+/// One image to build: its recipe, lock and layer plan with cache keys.
+struct Planned {
+    recipe: LoadedRecipe,
+    lock: Lock,
+    epoch: u64,
+    role: String,
+    settings: LayerSettings,
+    layers: Vec<(PackageLayer, String)>,
+}
+
 pub fn run(options: &BuildOptions) -> anyhow::Result<()> {
     if options.recipes.is_empty() {
         bail!("no recipe given: name one (nodeimg build recipes/db.toml) or use --all");
@@ -38,8 +56,17 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<()> {
             options.output.display()
         )
     })?;
-    for path in &options.recipes {
-        build_one(options, path)?;
+    let started = Instant::now();
+    let planned = options
+        .recipes
+        .iter()
+        .map(|path| plan(options, path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let layer_cache = LayerCache::new(&options.cache_dir);
+    let packages = PackageCache::new(&options.cache_dir, options.offline, options.fetcher.clone());
+    build_missing_layers(&planned, &layer_cache, &packages)?;
+    for image in &planned {
+        write_image(options, image, &layer_cache, started)?;
     }
     Ok(())
 }
@@ -65,24 +92,171 @@ fn globs(patterns: &[String], what: &str) -> anyhow::Result<GlobSet> {
     Ok(set.build()?)
 }
 
-fn build_one(options: &BuildOptions, recipe_path: &Path) -> anyhow::Result<()> {
-    let started = Instant::now();
+fn plan(options: &BuildOptions, recipe_path: &Path) -> anyhow::Result<Planned> {
     let recipe = recipe::load(recipe_path, &options.params)?;
     let lock_path = recipe.default_lock_path();
     let lock = Lock::read(&lock_path)?;
     lock.ensure_matches(&lock_path, &recipe)?;
     let epoch = source_date_epoch(&lock)?;
     let role = recipe.recipe.recipe.name.clone();
-
-    let cache = PackageCache::new(&options.cache_dir, options.offline, options.fetcher.clone());
-    let downloaded = cache.fill(&lock)?;
-    if downloaded > 0 {
-        eprintln!("{role}: downloaded {downloaded} packages");
+    let prune = &recipe.recipe.prune;
+    let settings = LayerSettings {
+        epoch,
+        prune: globs(&prune.paths, "prune.paths")?,
+        keep: globs(&prune.keep, "prune.keep")?,
+        prune_patterns: prune.paths.clone(),
+        keep_patterns: prune.keep.clone(),
+    };
+    let layers_config = &recipe.recipe.layers;
+    let base = layers_config.base.clone().unwrap_or_else(|| {
+        layer_plan::DEFAULT_BASE
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    let budget = layers_config.budget.unwrap_or(layer_plan::DEFAULT_BUDGET);
+    if budget < 3 {
+        bail!(
+            "{}: [layers] budget = {budget} is too small: an image needs at least 3 layers (base, packages, generated files)",
+            recipe_path.display()
+        );
     }
+    let layers = layer_plan::plan(&lock, &base, budget)
+        .into_iter()
+        .map(|spec| {
+            let key = LayerCache::key(&spec, &settings);
+            (spec, key)
+        })
+        .collect();
+    Ok(Planned {
+        recipe,
+        lock,
+        epoch,
+        role,
+        settings,
+        layers,
+    })
+}
 
-    let rootfs = assemble_rootfs(&recipe, &lock, &cache, epoch)?;
-    let layer = layer::write_rootfs_layer(&rootfs).context("cannot write the layer")?;
-    let short = &lock.content_sha256[..12];
+/// Builds every package layer the cache lacks, each once even when two
+/// images need it, on as many threads as there are cores.
+fn build_missing_layers(
+    planned: &[Planned],
+    cache: &LayerCache,
+    packages: &PackageCache,
+) -> anyhow::Result<()> {
+    let mut jobs: BTreeMap<&str, (&Planned, &PackageLayer)> = BTreeMap::new();
+    for image in planned {
+        for (spec, key) in &image.layers {
+            if cache.load(key).is_none() {
+                jobs.entry(key).or_insert((image, spec));
+            }
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    // Downloads first (they mostly wait on the network), only for the
+    // packages of layers that must be built.
+    for image in planned {
+        let needed: Vec<_> = jobs
+            .values()
+            .filter(|(owner, _)| std::ptr::eq(*owner, image))
+            .flat_map(|(_, spec)| spec.packages.iter())
+            .collect();
+        let downloaded = packages.fill_packages(&image.lock, &needed)?;
+        if downloaded > 0 {
+            eprintln!("{}: downloaded {downloaded} packages", image.role);
+        }
+    }
+    let mut queue: Vec<(&str, &Planned, &PackageLayer)> = jobs
+        .into_iter()
+        .map(|(key, (image, spec))| (key, image, spec))
+        .collect();
+    // Biggest first, so the long layers start at once and the small ones
+    // fill the gaps.
+    queue.sort_by_key(|(_, _, spec)| std::cmp::Reverse(spec.deb_bytes()));
+    let progress = Progress::new(queue.len() as u64, "building layers");
+    let queue = Mutex::new(queue.into_iter());
+    let first_error = Mutex::new(None);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    if first_error.lock().unwrap().is_some() {
+                        break;
+                    }
+                    let Some((key, image, spec)) = queue.lock().unwrap().next() else {
+                        break;
+                    };
+                    progress.working_on(&format!("{} {}", image.role, spec.name));
+                    let started = Instant::now();
+                    match cache.build(key, spec, &image.settings, &image.lock, packages) {
+                        Ok(record) => {
+                            tracing::info!(
+                                "{}: layer {} ({} packages): {:.1} MB → {:.1} MB in {:.2}s",
+                                image.role,
+                                spec.name,
+                                spec.packages.len(),
+                                record.layer.uncompressed_size as f64 / 1e6,
+                                record.layer.size as f64 / 1e6,
+                                started.elapsed().as_secs_f64()
+                            );
+                            progress.done_one();
+                        }
+                        Err(err) => {
+                            first_error.lock().unwrap().get_or_insert(
+                                anyhow::Error::new(err).context(format!(
+                                    "{}: cannot build layer {}",
+                                    image.role, spec.name
+                                )),
+                            );
+                        }
+                    }
+                }
+            });
+        }
+    });
+    progress.finish();
+    match first_error.into_inner().unwrap() {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+fn write_image(
+    options: &BuildOptions,
+    image: &Planned,
+    cache: &LayerCache,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let role = &image.role;
+    let records = image
+        .layers
+        .iter()
+        .map(|(spec, key)| {
+            cache.load(key).with_context(|| {
+                format!(
+                    "{role}: layer {} vanished from the cache {} while building: run the build again",
+                    spec.name,
+                    options.cache_dir.display()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<LayerRecord>>>()?;
+    let all: Vec<&LayerRecord> = records.iter().collect();
+    layer_cache::check_conflicts(&all).with_context(|| format!("{role}: cannot build"))?;
+
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{role}-"))
+        .tempdir_in(&options.output)
+        .with_context(|| format!("cannot write to {}", options.output.display()))?;
+    let generated = generated_layer(image, &records, staging.path())?;
+    let mut layers: Vec<Layer> = records.into_iter().map(|r| r.layer).collect();
+    layers.push(generated);
+
+    let short = &image.lock.content_sha256[..12];
     let mut annotations = BTreeMap::new();
     annotations.insert(
         "org.opencontainers.image.title".to_string(),
@@ -92,65 +266,88 @@ fn build_one(options: &BuildOptions, recipe_path: &Path) -> anyhow::Result<()> {
         "org.opencontainers.image.version".to_string(),
         short.to_string(),
     );
-    if !recipe.recipe.recipe.description.is_empty() {
+    let description = &image.recipe.recipe.recipe.description;
+    if !description.is_empty() {
         annotations.insert(
             "org.opencontainers.image.description".to_string(),
-            recipe.recipe.recipe.description.clone(),
+            description.clone(),
         );
     }
-    let image = oci::assemble(
-        &recipe.recipe.image,
-        &recipe.recipe.recipe.architecture,
-        epoch as i64,
-        vec![layer],
+    let assembled = oci::assemble(
+        &image.recipe.recipe.image,
+        &image.recipe.recipe.recipe.architecture,
+        image.epoch as i64,
+        layers,
         annotations,
         format!("nodeimg/{role}:{short}"),
     );
-    let sbom = crate::sbom::spdx(&role, &lock, &image.manifest_digest, epoch as i64);
-    write_outputs(&image, &sbom, &options.output, &role, epoch)?;
-    let compressed: usize = image.layers.iter().map(|l| l.gzip.len()).sum();
+    let sbom = crate::sbom::spdx(
+        role,
+        &image.lock,
+        &assembled.manifest_digest,
+        image.epoch as i64,
+    );
+    let up_to_date = assembled.is_written_at(&options.output.join(role))
+        && std::fs::read(options.output.join(format!("{role}.spdx.json"))).ok()
+            == Some(sbom.clone())
+        && options.output.join(format!("{role}.tar")).is_file();
+    if !up_to_date {
+        write_outputs(
+            &assembled,
+            &sbom,
+            &options.output,
+            role,
+            image.epoch,
+            staging,
+        )?;
+    }
+    let compressed: u64 = assembled.layers.iter().map(|l| l.size).sum();
+    let uncompressed: u64 = assembled.layers.iter().map(|l| l.uncompressed_size).sum();
     eprintln!(
-        "{role}: {} ({}) — {} packages, {:.1} MB uncompressed, {:.1} MB compressed, in {:.2}s",
-        image.manifest_digest,
-        image.reference,
-        lock.packages.len(),
-        rootfs.size() as f64 / 1e6,
+        "{role}: {} ({}){} — {} packages in {} layers, {:.1} MB uncompressed, {:.1} MB compressed, {:.2}s",
+        assembled.manifest_digest,
+        assembled.reference,
+        if up_to_date { ", up to date" } else { "" },
+        image.lock.packages.len(),
+        assembled.layers.len(),
+        uncompressed as f64 / 1e6,
         compressed as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
-    println!("{role} {}", image.manifest_digest);
+    println!("{role} {}", assembled.manifest_digest);
     Ok(())
 }
 
-fn assemble_rootfs(
-    recipe: &LoadedRecipe,
-    lock: &Lock,
-    cache: &PackageCache,
-    epoch: u64,
-) -> anyhow::Result<Rootfs> {
+/// The layer of files nodeimg writes itself: accounts, /tmp, the dpkg
+/// database of every package, and the recipe and lock. Small, so it is
+/// made on every build rather than cached.
+fn generated_layer(image: &Planned, records: &[LayerRecord], dir: &Path) -> anyhow::Result<Layer> {
+    let epoch = image.epoch;
     let mut rootfs = Rootfs::default();
-    let mut controls = Vec::new();
-    for package in &lock.packages {
-        let bytes = cache.get(lock, package)?;
-        rootfs.add_deb(&package.name, &bytes)?;
-        let control = Deb::parse(&bytes)
-            .and_then(|deb| deb.control_text())
-            .with_context(|| format!("package {}: cannot read its control file", package.name))?;
-        controls.push(control);
-    }
-    system_files::add_accounts(&mut rootfs, &recipe.recipe.accounts, epoch)?;
-    system_files::add_dpkg_status(&mut rootfs, &controls, epoch);
-    let recipe_bytes = std::fs::read(&recipe.path)?;
-    let lock_bytes = std::fs::read(recipe.default_lock_path())?;
+    system_files::add_accounts(&mut rootfs, &image.recipe.recipe.accounts, epoch)?;
+    let controls: BTreeMap<&str, &str> = records
+        .iter()
+        .flat_map(|r| r.controls.iter())
+        .map(|(name, text)| (name.as_str(), text.as_str()))
+        .collect();
+    let ordered: Vec<String> = image
+        .lock
+        .packages
+        .iter()
+        .filter_map(|p| controls.get(p.name.as_str()).map(|c| c.to_string()))
+        .collect();
+    system_files::add_dpkg_status(&mut rootfs, &ordered, epoch);
+    let recipe_bytes = std::fs::read(&image.recipe.path)?;
+    let lock_bytes = std::fs::read(image.recipe.default_lock_path())?;
     system_files::add_provenance(&mut rootfs, &recipe_bytes, &lock_bytes, epoch);
-    let prune = globs(&recipe.recipe.prune.paths, "prune.paths")?;
-    let keep = globs(&recipe.recipe.prune.keep, "prune.keep")?;
-    let (files, bytes) = rootfs.prune(&prune, &keep);
-    tracing::info!("pruned {files} files ({:.1} MB)", bytes as f64 / 1e6);
-    rootfs.add_merged_usr_links(epoch)?;
     rootfs.add_missing_parents(epoch);
     rootfs.clamp_mtimes(epoch);
-    Ok(rootfs)
+    layer::write_layer(
+        rootfs.entries.iter(),
+        dir,
+        "nodeimg: accounts, dpkg database, recipe and lock".into(),
+    )
+    .context("cannot write the generated layer")
 }
 
 /// Writes `images/<role>/` and `images/<role>.tar` through temporary names
@@ -162,13 +359,8 @@ fn write_outputs(
     output: &Path,
     role: &str,
     epoch: u64,
+    staging: tempfile::TempDir,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(output)
-        .with_context(|| format!("cannot create {}", output.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{role}-"))
-        .tempdir_in(output)
-        .with_context(|| format!("cannot write to {}", output.display()))?;
     let layout = staging.path().join("layout");
     image
         .write_layout(&layout)

@@ -73,13 +73,33 @@ pub fn run(options: &InspectOptions) -> anyhow::Result<()> {
         layout,
         manifest["config"]["digest"].as_str().unwrap_or(""),
     ))?;
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| h["created_by"].as_str().unwrap_or(""))
+        .collect();
     let mut layers = Vec::new();
+    for (i, layer) in manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let label = history.get(i).copied().unwrap_or("");
+        layers.push(json!({
+            "digest": layer["digest"],
+            "size": layer["size"],
+            "created_by": label.trim_start_matches("nodeimg build: "),
+        }));
+    }
+    // The dpkg database sits in the top layer; read from the top down.
     let mut packages = Vec::new();
-    for layer in manifest["layers"].as_array().into_iter().flatten() {
-        let layer_digest = layer["digest"].as_str().unwrap_or("");
-        let path = blob(layout, layer_digest);
-        packages.extend(packages_in_layer(&path)?);
-        layers.push(json!({"digest": layer_digest, "size": layer["size"]}));
+    for layer in layers.iter().rev() {
+        packages = packages_in_layer(&blob(layout, layer["digest"].as_str().unwrap_or("")))?;
+        if !packages.is_empty() {
+            break;
+        }
     }
     packages.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     let compressed: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
@@ -111,9 +131,14 @@ pub fn run(options: &InspectOptions) -> anyhow::Result<()> {
         compressed as f64 / 1e6
     );
     for layer in &layers {
+        let mut label = layer["created_by"].as_str().unwrap_or("").to_string();
+        if label.chars().count() > 60 {
+            label = format!("{}…", label.chars().take(59).collect::<String>());
+        }
         println!(
-            "  {}  {:>8.1} MB",
-            layer["digest"].as_str().unwrap_or(""),
+            "  {}  {:>8.1} MB  {label}",
+            &layer["digest"].as_str().unwrap_or("")
+                [..19.min(layer["digest"].as_str().unwrap_or("").len())],
             layer["size"].as_u64().unwrap_or(0) as f64 / 1e6
         );
     }
