@@ -192,6 +192,38 @@ impl LayerCache {
     }
 }
 
+impl LayerCache {
+    /// A layer made from a model the caller builds (the agent binary),
+    /// cached under `key` like package layers.
+    pub fn cached_layer(
+        &self,
+        key: &str,
+        label: &str,
+        make: impl FnOnce() -> Result<Rootfs, LayerError>,
+    ) -> Result<Layer, LayerError> {
+        if let Some(record) = self.load(key) {
+            return Ok(record.layer);
+        }
+        let rootfs = make()?;
+        let write_error = |err| LayerError::Write {
+            label: label.to_string(),
+            dir: self.blobs.clone(),
+            err,
+        };
+        let layer = layer::write_layer(rootfs.entries.iter(), &self.blobs, label.to_string())
+            .map_err(write_error)?;
+        let record = LayerRecord {
+            layer,
+            entries: Vec::new(),
+            controls: Vec::new(),
+        };
+        let json = serde_json::to_vec(&record).expect("a layer record serializes");
+        crate::fsutil::write_atomic(&self.records.join(format!("{key}.json")), &json, 0o644)
+            .map_err(write_error)?;
+        Ok(record.layer)
+    }
+}
+
 fn index(rootfs: &Rootfs) -> Vec<IndexedEntry> {
     rootfs
         .entries

@@ -15,6 +15,7 @@ pub mod layer_cache;
 pub mod layer_plan;
 pub mod lock;
 pub mod oci;
+pub mod overlay;
 pub mod package_cache;
 pub mod progress;
 pub mod recipe;

@@ -107,6 +107,11 @@ enum Command {
         /// Where images are written.
         #[arg(short, long, value_name = "DIR", default_value = "images")]
         output: PathBuf,
+
+        /// The agent binary laid into images whose recipe sets
+        /// `[image] agent` (default: this nodeimg; use a release build).
+        #[arg(long, value_name = "FILE", env = "NODEIMG_AGENT")]
+        agent: Option<PathBuf>,
     },
 
     /// Show what an image holds: digest, layers, packages largest first.
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
             params,
             offline,
             output,
+            agent,
         } => match if all { all_recipes() } else { Ok(recipes) } {
             Ok(recipes) => commands::build::run(&commands::build::BuildOptions {
                 recipes,
@@ -244,6 +250,7 @@ fn main() -> ExitCode {
                 output,
                 cache_dir,
                 fetcher,
+                agent,
             }),
             Err(err) => Err(err),
         },

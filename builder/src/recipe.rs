@@ -43,6 +43,23 @@ pub struct Recipe {
     /// keep their checksum.
     #[serde(default, skip_serializing_if = "Layers::is_unset")]
     pub layers: Layers,
+    #[serde(default, skip_serializing_if = "Overlays::is_empty")]
+    pub overlays: Overlays,
+}
+
+/// Folders of files laid on top of the image, in order (a later folder
+/// wins), relative to the recipe: `["../overlays/common", "../overlays/db"]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlays {
+    #[serde(default)]
+    pub dirs: Vec<String>,
+}
+
+impl Overlays {
+    fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
 }
 
 /// How the image is split into layers (see `layer_plan`).
@@ -190,6 +207,10 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// Where the nodeimg agent binary goes in the image
+    /// (`/usr/bin/nodeimg`), in a layer of its own; no agent when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// A recipe with its parameters applied: what `lock` and `build` use.

@@ -35,7 +35,22 @@ fn spdx_id(index: usize, name: &str) -> String {
     format!("SPDXRef-Package-{index}-{clean}")
 }
 
-pub fn spdx(role: &str, lock: &Lock, manifest_digest: &str, created: i64) -> Vec<u8> {
+/// Something in the image that is not a Debian package: the nodeimg agent,
+/// the overlay files.
+pub struct ExtraPackage {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub description: String,
+}
+
+pub fn spdx(
+    role: &str,
+    lock: &Lock,
+    extras: &[ExtraPackage],
+    manifest_digest: &str,
+    created: i64,
+) -> Vec<u8> {
     let digest_hex = manifest_digest.trim_start_matches("sha256:");
     let image_id = "SPDXRef-Image";
     let mut packages = vec![json!({
@@ -87,6 +102,40 @@ pub fn spdx(role: &str, lock: &Lock, manifest_digest: &str, created: i64) -> Vec
                     purl_encode(&package.name),
                     purl_encode(&package.version),
                     purl_encode(&package.architecture)
+                ),
+            }],
+        }));
+        relationships.push(json!({
+            "spdxElementId": image_id,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+    for (i, extra) in extras.iter().enumerate() {
+        let id = format!(
+            "SPDXRef-Extra-{i}-{}",
+            spdx_id(0, &extra.name).trim_start_matches("SPDXRef-Package-0-")
+        );
+        packages.push(json!({
+            "SPDXID": id,
+            "name": extra.name,
+            "versionInfo": extra.version,
+            "supplier": "Organization: nodeimg",
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": extra.sha256}],
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "description": extra.description,
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": format!(
+                    "pkg:generic/{}@{}?checksum=sha256:{}",
+                    purl_encode(&extra.name),
+                    purl_encode(&extra.version),
+                    extra.sha256
                 ),
             }],
         }));

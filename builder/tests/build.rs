@@ -29,8 +29,26 @@ fn cache_in(work: &Path) -> PathBuf {
     cache
 }
 
-/// Copies recipes/ (recipes, locks, keys) under `work`.
+/// The agent laid into the images: this build of nodeimg, stripped as a
+/// release build would be (a debug binary is over 200 MB).
+fn agent() -> &'static Path {
+    static AGENT: OnceLock<PathBuf> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        let dir = repo().join("target/test-agent");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nodeimg");
+        std::fs::copy(env!("CARGO_BIN_EXE_nodeimg"), &path).unwrap();
+        run(Command::new("strip").arg(&path));
+        path
+    })
+}
+
+/// Copies recipes/ and overlays/ under `work`.
 fn copy_recipes(work: &Path) {
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("overlays"))
+        .arg(work));
     std::fs::create_dir_all(work.join("recipes/keys")).unwrap();
     for entry in std::fs::read_dir(repo().join("recipes"))
         .unwrap()
@@ -51,6 +69,7 @@ fn nodeimg_in(work: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(work)
         .env("NODEIMG_CACHE", cache_in(work))
+        .env("NODEIMG_AGENT", agent())
         .env_remove("SOURCE_DATE_EPOCH")
         .output()
         .unwrap()
@@ -78,6 +97,7 @@ fn build(work: &Path, umask: &str, tz: &str) -> String {
         .arg(env!("CARGO_BIN_EXE_nodeimg"))
         .current_dir(work)
         .env("NODEIMG_CACHE", cache_in(work))
+        .env("NODEIMG_AGENT", agent())
         .env("TZ", tz)
         .env_remove("SOURCE_DATE_EPOCH"));
     String::from_utf8(output.stdout).unwrap()
@@ -185,6 +205,13 @@ fn skopeo_and_umoci_accept_the_layout() {
         );
         assert!(listed.lines().any(|l| l == line), "dpkg-query lacks {line}");
     }
+    // The overlays are on top, the agent in its place.
+    assert!(rootfs.join("usr/share/nodeimg/README.md").is_file());
+    let agent = std::fs::metadata(rootfs.join("usr/bin/nodeimg")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&agent.permissions()) & 0o777,
+        0o755
+    );
     // The recipe and lock travel inside the image; docs were pruned.
     assert!(rootfs.join("usr/share/nodeimg/recipe.lock").is_file());
     assert!(!rootfs.join("usr/share/man").join("man1").exists());
@@ -202,6 +229,7 @@ fn docker_loads_and_runs_the_images() {
         ),
         ("db", "/usr/bin/patroni", "--version", "patroni 4."),
         ("haproxy", "/usr/sbin/haproxy", "-v", "HAProxy version 3.0"),
+        ("haproxy", "/usr/bin/nodeimg", "--version", "nodeimg "),
     ] {
         let loaded = run(Command::new("docker")
             .arg("load")
@@ -269,6 +297,21 @@ fn the_sbom_lists_every_locked_package_with_a_purl() {
         purls.contains(&"pkg:deb/debian/patroni@4.0.7-3~deb13u1?arch=all"),
         "{purls:?}"
     );
+    // The agent and the overlays are named with their SHA-256.
+    use sha2::Digest;
+    let agent_sha = hex::encode(sha2::Sha256::digest(std::fs::read(agent()).unwrap()));
+    assert!(
+        purls
+            .iter()
+            .any(|p| p.starts_with("pkg:generic/nodeimg@") && p.ends_with(&agent_sha)),
+        "{purls:?}"
+    );
+    assert!(
+        purls
+            .iter()
+            .any(|p| p.starts_with("pkg:generic/nodeimg-overlays-db@")),
+        "{purls:?}"
+    );
 }
 
 #[test]
@@ -325,10 +368,11 @@ fn roles_share_their_base_layer_blob() {
     assert!(db.len() >= 4, "db is split into several layers: {db:?}");
     assert!(haproxy.len() >= 3, "{haproxy:?}");
     assert_eq!(db[0], haproxy[0], "the base layer is one shared blob");
+    // The agent binary is the same too; nothing else is.
     assert_eq!(
         db.iter().filter(|d| haproxy.contains(d)).count(),
-        1,
-        "only the base is shared"
+        2,
+        "only the base and the agent are shared: {db:?} {haproxy:?}"
     );
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use sha2::Digest;
 
 use crate::fetch::Fetcher;
 use crate::layer::{self, Layer};
@@ -33,6 +34,9 @@ pub struct BuildOptions {
     pub output: PathBuf,
     pub cache_dir: PathBuf,
     pub fetcher: Fetcher,
+    /// The agent binary for recipes that ask for one; the running nodeimg
+    /// when unset.
+    pub agent: Option<PathBuf>,
 }
 
 /// One image to build: its recipe, lock and layer plan with cache keys.
@@ -255,6 +259,17 @@ fn write_image(
     let generated = generated_layer(image, &records, staging.path())?;
     let mut layers: Vec<Layer> = records.into_iter().map(|r| r.layer).collect();
     layers.push(generated);
+    let mut extras = Vec::new();
+    if let Some(target) = &image.recipe.recipe.image.agent {
+        let (layer, extra) = agent_layer(options, image, cache, target)?;
+        layers.push(layer);
+        extras.push(extra);
+    }
+    if !image.recipe.recipe.overlays.dirs.is_empty() {
+        let (layer, extra) = overlay_layer(image, staging.path())?;
+        layers.push(layer);
+        extras.push(extra);
+    }
 
     let short = &image.lock.content_sha256[..12];
     let mut annotations = BTreeMap::new();
@@ -284,6 +299,7 @@ fn write_image(
     let sbom = crate::sbom::spdx(
         role,
         &image.lock,
+        &extras,
         &assembled.manifest_digest,
         image.epoch as i64,
     );
@@ -348,6 +364,89 @@ fn generated_layer(image: &Planned, records: &[LayerRecord], dir: &Path) -> anyh
         "nodeimg: accounts, dpkg database, recipe and lock".into(),
     )
     .context("cannot write the generated layer")
+}
+
+/// Agent binaries above this size are almost surely debug builds.
+const AGENT_SIZE_WARNING: u64 = 64 << 20;
+
+/// The nodeimg agent at `target` in the image, in a layer of its own,
+/// cached by the binary's SHA-256 (it changes more often than packages).
+fn agent_layer(
+    options: &BuildOptions,
+    image: &Planned,
+    cache: &LayerCache,
+    target: &str,
+) -> anyhow::Result<(Layer, crate::sbom::ExtraPackage)> {
+    let source = match &options.agent {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("cannot find the running nodeimg binary")?,
+    };
+    let bytes = std::fs::read(&source).with_context(|| {
+        format!(
+            "cannot read the agent binary {}: give one with --agent",
+            source.display()
+        )
+    })?;
+    if bytes.len() as u64 > AGENT_SIZE_WARNING {
+        tracing::warn!(
+            "the agent binary {} is {:.0} MB: a debug build? `cargo build --release` makes a stripped one",
+            source.display(),
+            bytes.len() as f64 / 1e6
+        );
+    }
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    let path = crate::rootfs::normalize(target)
+        .with_context(|| format!("[image] agent = {target:?} is not a file path"))?;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(format!("agent-1\0{path}\0{}\0{sha256}", image.epoch));
+    let key = hex::encode(hasher.finalize());
+    let label = format!("agent: /{path} (nodeimg {sha256:.12})");
+    let epoch = image.epoch;
+    let layer = cache.cached_layer(&key, &label, || {
+        let mut rootfs = Rootfs::default();
+        rootfs.entries.insert(
+            path.clone(),
+            crate::rootfs::Entry::file(bytes, 0o755, epoch),
+        );
+        rootfs.add_missing_parents(epoch);
+        Ok(rootfs)
+    })?;
+    let extra = crate::sbom::ExtraPackage {
+        name: "nodeimg".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        sha256,
+        description: format!("the nodeimg agent, /{path}"),
+    };
+    Ok((layer, extra))
+}
+
+/// The recipe's overlay folders, on top of everything else.
+fn overlay_layer(
+    image: &Planned,
+    dir: &Path,
+) -> anyhow::Result<(Layer, crate::sbom::ExtraPackage)> {
+    let dirs: Vec<PathBuf> = image
+        .recipe
+        .recipe
+        .overlays
+        .dirs
+        .iter()
+        .map(|d| image.recipe.dir().join(d))
+        .collect();
+    let overlay = crate::overlay::load(&dirs, image.epoch)?;
+    let label = format!("overlays: {}", image.recipe.recipe.overlays.dirs.join(", "));
+    let layer = layer::write_layer(overlay.rootfs.entries.iter(), dir, label)
+        .context("cannot write the overlay layer")?;
+    let extra = crate::sbom::ExtraPackage {
+        name: format!("nodeimg-overlays-{}", image.role),
+        version: format!("sha256:{}", &overlay.sha256[..12]),
+        sha256: overlay.sha256,
+        description: format!(
+            "files from {}",
+            image.recipe.recipe.overlays.dirs.join(", ")
+        ),
+    };
+    Ok((layer, extra))
 }
 
 /// Writes `images/<role>/` and `images/<role>.tar` through temporary names
