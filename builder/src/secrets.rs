@@ -1,0 +1,270 @@
+//! Cluster secrets: never in an image, never in the cluster spec. They
+//! reach a node at boot as a mounted file (TOML, mode 0600) or as
+//! environment variables, and the agent writes what services need 0600
+//! under /run.
+//!
+//! Application users are given as SCRAM-SHA-256 verifiers, not passwords:
+//! PostgreSQL and PgBouncer then hold the identical verifier (which SCRAM
+//! pass-through needs), and proxy nodes never see a plaintext password.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::scram::Verifier;
+
+/// Environment variables that may carry secrets instead of a file.
+pub const ENV_SUPERUSER: &str = "NODEIMG_SUPERUSER_PASSWORD";
+pub const ENV_REPLICATION: &str = "NODEIMG_REPLICATION_PASSWORD";
+pub const ENV_REWIND: &str = "NODEIMG_REWIND_PASSWORD";
+/// `NODEIMG_USER_<NAME>_SCRAM`, the name upper-cased with `-` as `_`.
+pub const ENV_USER_PREFIX: &str = "NODEIMG_USER_";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// PostgreSQL superuser (`postgres`); Patroni connects with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superuser_password: Option<String>,
+    /// Streaming replication user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_password: Option<String>,
+    /// The user pg_rewind connects as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewind_password: Option<String>,
+    /// Application users by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, UserSecret>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSecret {
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram: Option<String>,
+    /// Only in the operator's own copy (to hand to the application);
+    /// nodes do not need it and proxy nodes should not get it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("secrets file {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("secrets file {path}: {err}")]
+    Parse { path: PathBuf, err: String },
+    #[error(
+        "missing secret `{name}` (needed by the {role} role): add it to the secrets file or set {env}; `nodeimg secrets init` writes a complete file"
+    )]
+    Missing {
+        name: String,
+        role: String,
+        env: String,
+    },
+    #[error(
+        "users.{user}.scram: {err}; it must be a SCRAM-SHA-256 verifier as PostgreSQL stores it (`nodeimg secrets init` computes one)"
+    )]
+    BadVerifier { user: String, err: String },
+    #[error(
+        "secret `{0}` is empty or too short (fewer than 12 characters): use a long random password"
+    )]
+    Weak(String),
+}
+
+impl Secrets {
+    /// Reads a secrets file.
+    pub fn read(path: &Path) -> Result<Secrets, SecretsError> {
+        let text = std::fs::read_to_string(path).map_err(|err| SecretsError::Read {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        toml::from_str(&text).map_err(|err| SecretsError::Parse {
+            path: path.to_path_buf(),
+            err: err.to_string(),
+        })
+    }
+
+    /// Fills what the file left out from `NODEIMG_*` variables.
+    pub fn merge_env(&mut self, env: impl Iterator<Item = (String, String)>) {
+        for (name, value) in env {
+            match name.as_str() {
+                ENV_SUPERUSER => self.superuser_password = Some(value),
+                ENV_REPLICATION => self.replication_password = Some(value),
+                ENV_REWIND => self.rewind_password = Some(value),
+                _ => {
+                    if let Some(user) = name
+                        .strip_prefix(ENV_USER_PREFIX)
+                        .and_then(|rest| rest.strip_suffix("_SCRAM"))
+                    {
+                        let user = user.to_ascii_lowercase().replace('_', "-");
+                        self.users.entry(user).or_default().scram = Some(value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether an environment variable carries a secret (so the agent can
+    /// keep it away from the services it starts).
+    pub fn is_secret_env(name: &str) -> bool {
+        matches!(name, ENV_SUPERUSER | ENV_REPLICATION | ENV_REWIND)
+            || name.starts_with(ENV_USER_PREFIX)
+    }
+
+    /// The verifier of an application user, checked.
+    pub fn verifier(&self, user: &str, role: &str) -> Result<Verifier, SecretsError> {
+        let text = self
+            .users
+            .get(user)
+            .and_then(|u| u.scram.as_deref())
+            .ok_or_else(|| SecretsError::Missing {
+                name: format!("users.{user}.scram"),
+                role: role.to_string(),
+                env: format!(
+                    "{ENV_USER_PREFIX}{}_SCRAM",
+                    user.to_ascii_uppercase().replace('-', "_")
+                ),
+            })?;
+        text.parse()
+            .map_err(|err: crate::scram::ScramError| SecretsError::BadVerifier {
+                user: user.to_string(),
+                err: err.to_string(),
+            })
+    }
+
+    /// A password the db role needs, checked for presence and length.
+    pub fn required_password<'a>(
+        &'a self,
+        name: &str,
+        value: &'a Option<String>,
+        env: &str,
+    ) -> Result<&'a str, SecretsError> {
+        let value = value.as_deref().ok_or_else(|| SecretsError::Missing {
+            name: name.to_string(),
+            role: "db".into(),
+            env: env.to_string(),
+        })?;
+        if value.chars().count() < 12 {
+            return Err(SecretsError::Weak(name.to_string()));
+        }
+        Ok(value)
+    }
+
+    /// The subset a role's nodes need: proxy nodes get verifiers only.
+    pub fn for_role(&self, role: &str) -> Secrets {
+        let users = self
+            .users
+            .iter()
+            .map(|(name, secret)| {
+                (
+                    name.clone(),
+                    UserSecret {
+                        scram: secret.scram.clone(),
+                        password: None,
+                    },
+                )
+            })
+            .collect();
+        if role == "db" {
+            Secrets {
+                users,
+                ..self.clone()
+            }
+        } else {
+            Secrets {
+                users,
+                ..Secrets::default()
+            }
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        format!(
+            "# nodeimg cluster secrets: keep this file 0600, out of git and out of images.\n{}",
+            toml::to_string(self).expect("secrets serialize")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_fills_gaps_and_names_are_normalized() {
+        let mut secrets = Secrets::default();
+        secrets.merge_env(
+            [
+                (ENV_SUPERUSER.to_string(), "s".repeat(20)),
+                ("NODEIMG_USER_APP_RO_SCRAM".to_string(), "x".into()),
+                ("PATH".to_string(), "/bin".into()),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            secrets.superuser_password.as_deref(),
+            Some(&*"s".repeat(20))
+        );
+        assert_eq!(secrets.users["app-ro"].scram.as_deref(), Some("x"));
+        assert!(Secrets::is_secret_env("NODEIMG_USER_APP_SCRAM"));
+        assert!(!Secrets::is_secret_env("PATH"));
+    }
+
+    #[test]
+    fn missing_and_weak_secrets_name_what_to_do() {
+        let secrets = Secrets {
+            replication_password: Some("short".into()),
+            ..Secrets::default()
+        };
+        let missing = secrets
+            .required_password(
+                "superuser_password",
+                &secrets.superuser_password,
+                ENV_SUPERUSER,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("NODEIMG_SUPERUSER_PASSWORD"), "{missing}");
+        assert!(missing.contains("nodeimg secrets init"), "{missing}");
+        let weak = secrets
+            .required_password(
+                "replication_password",
+                &secrets.replication_password,
+                ENV_REPLICATION,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(weak.contains("too short"), "{weak}");
+        let no_user = secrets.verifier("app", "haproxy").unwrap_err().to_string();
+        assert!(no_user.contains("NODEIMG_USER_APP_SCRAM"), "{no_user}");
+    }
+
+    #[test]
+    fn proxy_nodes_get_verifiers_only() {
+        let mut users = BTreeMap::new();
+        users.insert(
+            "app".to_string(),
+            UserSecret {
+                scram: Some("v".into()),
+                password: Some("plain".into()),
+            },
+        );
+        let secrets = Secrets {
+            superuser_password: Some("p".repeat(16)),
+            users,
+            ..Secrets::default()
+        };
+        let proxy = secrets.for_role("haproxy");
+        assert_eq!(proxy.superuser_password, None);
+        assert_eq!(proxy.users["app"].password, None);
+        assert_eq!(proxy.users["app"].scram.as_deref(), Some("v"));
+        let db = secrets.for_role("db");
+        assert_eq!(db.superuser_password, secrets.superuser_password);
+        assert_eq!(db.users["app"].password, None);
+        let round: Secrets = toml::from_str(&secrets.to_toml()).unwrap();
+        assert_eq!(round, secrets);
+    }
+}
