@@ -2,6 +2,7 @@
 //! images and cloud-init bundles. Each module is one stage of the pipeline
 //! described in DESIGN.md.
 
+pub mod bootstrap_sql;
 pub mod cluster;
 pub mod commands;
 pub mod deb;

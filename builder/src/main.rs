@@ -41,6 +41,62 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: the image's entrypoint (PID 1 in the container).
+    ///
+    /// Finds out who this node is from a metadata source (the Hetzner
+    /// metadata service, a NoCloud meta-data file, or NODEIMG_PRIVATE_IP /
+    /// NODEIMG_NODE_NAME), finds it in the cluster spec by private IP (or
+    /// name), renders its configuration 0600 under /run/nodeimg from the
+    /// image's templates, and supervises the role's services: db runs etcd
+    /// then Patroni (and creates the spec's users and databases on the
+    /// leader); haproxy runs HAProxy and PgBouncer. SIGTERM stops them in
+    /// reverse order, so Patroni hands over the leader lock first.
+    ///
+    /// Secrets come from --secrets (default /run/secrets/nodeimg.toml when
+    /// present) and NODEIMG_*_PASSWORD / NODEIMG_USER_<NAME>_SCRAM variables;
+    /// services never see them in their environment.
+    ///
+    /// Examples:
+    ///   docker run --network host -v ./cluster.toml:/etc/nodeimg/cluster.toml:ro \
+    ///     -v ./db.secrets.toml:/run/secrets/nodeimg.toml:ro nodeimg/db@sha256:...
+    ///   nodeimg boot --role db --cluster examples/cluster.toml \
+    ///     --metadata env --render-only /tmp/rendered   # NODEIMG_PRIVATE_IP=10.0.0.120
+    #[command(verbatim_doc_comment)]
+    Boot {
+        /// The cluster spec.
+        #[arg(
+            long,
+            env = "NODEIMG_CLUSTER",
+            default_value = "/etc/nodeimg/cluster.toml"
+        )]
+        cluster: PathBuf,
+
+        /// The secrets file (TOML).
+        #[arg(long, env = "NODEIMG_SECRETS", value_name = "FILE")]
+        secrets: Option<PathBuf>,
+
+        /// Where the node's identity comes from: auto, env, hetzner,
+        /// hetzner:URL or nocloud:PATH.
+        #[arg(long, env = "NODEIMG_METADATA", default_value = "auto")]
+        metadata: nodeimg::identity::MetadataSource,
+
+        /// The role (db or haproxy) [default: read from /usr/share/nodeimg/role].
+        #[arg(long)]
+        role: Option<String>,
+
+        /// The configuration templates.
+        #[arg(
+            long,
+            env = "NODEIMG_TEMPLATES",
+            default_value = "/usr/share/nodeimg/templates"
+        )]
+        templates: PathBuf,
+
+        /// Write the rendered files into DIR and exit, starting nothing.
+        #[arg(long, value_name = "DIR")]
+        render_only: Option<PathBuf>,
+    },
+
     /// Resolve a recipe into a lock of exact package versions and SHA-256s.
     ///
     /// Downloads each source's InRelease, checks its OpenPGP signature
@@ -220,6 +276,29 @@ fn main() -> ExitCode {
         .unwrap_or(Duration::from_secs(1));
     let fetcher = Fetcher::new(cli.attempts, backoff);
     let result = match cli.command {
+        Command::Boot {
+            cluster,
+            secrets,
+            metadata,
+            role,
+            templates,
+            render_only,
+        } => {
+            return match commands::boot::run(&commands::boot::BootOptions {
+                cluster,
+                secrets,
+                metadata,
+                role,
+                templates,
+                render_only,
+            }) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Lock {
             recipe,
             params,

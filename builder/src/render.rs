@@ -157,7 +157,9 @@ pub struct RenderedFile {
 pub enum RenderError {
     #[error("template {path}: {err}")]
     Read { path: PathBuf, err: std::io::Error },
-    #[error("template {name}: {err:#}")]
+    /// Plain display: minijinja's detailed form prints the variables in
+    /// scope, which can be passwords.
+    #[error("template {name}: {err}")]
     Template { name: String, err: minijinja::Error },
 }
 
@@ -182,6 +184,8 @@ pub fn templates_for(role: &str) -> &'static [(&'static str, &'static str)] {
 pub fn render(view: &NodeView, dir: &Path) -> Result<Vec<RenderedFile>, RenderError> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_debug(false);
+    env.set_keep_trailing_newline(true);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     let mut out = Vec::new();
@@ -206,4 +210,129 @@ pub fn render(view: &NodeView, dir: &Path) -> Result<Vec<RenderedFile>, RenderEr
         });
     }
     Ok(out)
+}
+
+impl NodeView {
+    /// The spec as `me` sees it. Db nodes need the Patroni passwords;
+    /// every node needs each application user's verifier.
+    pub fn build(
+        spec: &crate::cluster::ClusterSpec,
+        role: crate::cluster::Role,
+        me: &crate::cluster::Member,
+        secrets: &crate::secrets::Secrets,
+        bin_dir: &str,
+    ) -> Result<NodeView, crate::secrets::SecretsError> {
+        use crate::cluster::{Dcs, PoolTarget, Role};
+        use crate::secrets::{ENV_REPLICATION, ENV_REWIND, ENV_SUPERUSER};
+        let member = |m: &crate::cluster::Member| MemberView {
+            name: m.name.clone(),
+            ip: m.ip.to_string(),
+        };
+        let ports = &spec.ports;
+        let db_secrets = if role == Role::Db {
+            DbSecrets {
+                superuser: secrets
+                    .required_password(
+                        "superuser_password",
+                        &secrets.superuser_password,
+                        ENV_SUPERUSER,
+                    )?
+                    .to_string(),
+                replication: secrets
+                    .required_password(
+                        "replication_password",
+                        &secrets.replication_password,
+                        ENV_REPLICATION,
+                    )?
+                    .to_string(),
+                rewind: secrets
+                    .required_password("rewind_password", &secrets.rewind_password, ENV_REWIND)?
+                    .to_string(),
+            }
+        } else {
+            DbSecrets::default()
+        };
+        let users = spec
+            .users
+            .iter()
+            .map(|user| {
+                Ok(UserView {
+                    name: user.name.clone(),
+                    scram: secrets.verifier(&user.name, role.as_str())?.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, crate::secrets::SecretsError>>()?;
+        Ok(NodeView {
+            cluster: ClusterInfo {
+                name: spec.cluster.name.clone(),
+                cidr: spec.cluster.cidr.clone(),
+            },
+            me: member(me),
+            role: role.as_str().to_string(),
+            db_members: spec.db_members.iter().map(member).collect(),
+            haproxy_members: spec.haproxy_members.iter().map(member).collect(),
+            dcs: match spec.cluster.dcs {
+                Dcs::Etcd => "etcd".into(),
+                Dcs::Raft => "raft".into(),
+            },
+            etcd: EtcdView {
+                initial_cluster: spec
+                    .db_members
+                    .iter()
+                    .map(|m| format!("{}=http://{}:{}", m.name, m.ip, ports.etcd_peer))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            },
+            ports: Ports {
+                postgres: ports.postgres,
+                patroni: ports.patroni,
+                etcd_client: ports.etcd_client,
+                etcd_peer: ports.etcd_peer,
+                raft: ports.raft,
+                haproxy_primary: ports.haproxy_primary,
+                haproxy_replicas: ports.haproxy_replicas,
+                haproxy_stats: ports.haproxy_stats,
+                pgbouncer: ports.pgbouncer,
+            },
+            health: HealthCheck::default(),
+            patroni: PatroniTimings {
+                ttl: spec.patroni.ttl,
+                loop_wait: spec.patroni.loop_wait,
+                retry_timeout: spec.patroni.retry_timeout,
+                maximum_lag_on_failover: spec.patroni.maximum_lag_on_failover,
+            },
+            postgresql: PostgresView {
+                data_dir: spec.postgresql.data_dir.clone(),
+                bin_dir: bin_dir.to_string(),
+                parameters: spec.effective_parameters(),
+            },
+            paths: Paths {
+                pgpass: "/run/postgresql/.pgpass".into(),
+                socket_dir: "/run/postgresql".into(),
+                etcd_dir: "/var/lib/etcd/data".into(),
+                raft_dir: "/var/lib/postgresql/raft".into(),
+                userlist: format!("{RUN_DIR}/userlist.txt"),
+            },
+            secrets: db_secrets,
+            users,
+            pools: spec
+                .pools
+                .iter()
+                .map(|pool| PoolView {
+                    name: pool.name.clone(),
+                    database: pool.database.clone(),
+                    target: match pool.target {
+                        PoolTarget::Primary => "primary".into(),
+                        PoolTarget::Replicas => "replicas".into(),
+                    },
+                    pool_size: pool.size,
+                })
+                .collect(),
+            pgbouncer: PgbouncerView {
+                pool_mode: spec.pgbouncer.pool_mode.clone(),
+                max_client_conn: spec.pgbouncer.max_client_conn,
+                default_pool_size: spec.pgbouncer.default_pool_size,
+            },
+        })
+    }
 }

@@ -1,5 +1,6 @@
 //! The subcommands of the `nodeimg` binary, one module each.
 
+pub mod boot;
 pub mod build;
 pub mod fetch;
 pub mod inspect;
