@@ -445,6 +445,15 @@ impl ClusterSpec {
                 ),
             );
         }
+        if timings.ttl < 20 {
+            return fail(
+                "patroni.ttl",
+                format!(
+                    "{} is below Patroni's minimum of 20 seconds (Patroni would silently raise it, breaking loop_wait + 2 * retry_timeout <= ttl planning)",
+                    timings.ttl
+                ),
+            );
+        }
         if timings.loop_wait == 0 || timings.retry_timeout == 0 {
             return fail(
                 "patroni",
