@@ -82,6 +82,10 @@ pub struct PatroniSettings {
     /// Bytes a replica may lag and still be promoted.
     #[serde(default = "default_max_lag")]
     pub maximum_lag_on_failover: u64,
+    /// Commits wait for one synchronous replica, so a failover never
+    /// loses an acknowledged write (at some cost in write latency).
+    #[serde(default)]
+    pub synchronous_mode: bool,
 }
 
 fn default_ttl() -> u32 {
@@ -104,6 +108,7 @@ impl Default for PatroniSettings {
             loop_wait: default_loop_wait(),
             retry_timeout: default_retry_timeout(),
             maximum_lag_on_failover: default_max_lag(),
+            synchronous_mode: false,
         }
     }
 }

@@ -62,6 +62,7 @@ pub struct PatroniTimings {
     pub loop_wait: u32,
     pub retry_timeout: u32,
     pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -300,6 +301,7 @@ impl NodeView {
                 loop_wait: spec.patroni.loop_wait,
                 retry_timeout: spec.patroni.retry_timeout,
                 maximum_lag_on_failover: spec.patroni.maximum_lag_on_failover,
+                synchronous_mode: spec.patroni.synchronous_mode,
             },
             postgresql: PostgresView {
                 data_dir: spec.postgresql.data_dir.clone(),

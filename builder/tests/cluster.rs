@@ -1,0 +1,635 @@
+//! A real cluster on Docker: 3 db and 2 haproxy containers from the images
+//! nodeimg builds, each finding its identity through a metadata source
+//! (the Hetzner stand-in over HTTP, a NoCloud file, the environment), then
+//! SCRAM through PgBouncer, pgvector, primary/replica routing, a graceful
+//! and a hard failover, and a rejoin with pg_rewind.
+//!
+//! Set NODEIMG_E2E_REPORT=FILE to append the measured timings as JSON.
+
+mod support {
+    pub mod hetzner_metadata;
+    pub mod images;
+}
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nodeimg::scram::Verifier;
+use nodeimg::secrets::{Secrets, UserSecret};
+use support::hetzner_metadata::{HetznerStandIn, ServerDoc};
+use support::images::{loaded_images, run};
+
+const APP_PASSWORD: &str = "app-password-for-the-e2e-test";
+
+/// A Docker network and the containers on it, removed on drop.
+struct Network {
+    name: String,
+    prefix: String,
+    containers: Mutex<Vec<String>>,
+    dir: tempfile::TempDir,
+}
+
+impl Network {
+    fn create(name: &str, prefix: &str) -> Network {
+        let name = format!("{name}-{}", std::process::id());
+        let _ = Command::new("docker")
+            .args(["network", "rm", &name])
+            .output();
+        run(Command::new("docker").args([
+            "network",
+            "create",
+            "--subnet",
+            &format!("{prefix}.0/24"),
+            &name,
+        ]));
+        Network {
+            name,
+            prefix: prefix.to_string(),
+            containers: Mutex::new(Vec::new()),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn ip(&self, host: u8) -> String {
+        format!("{}.{host}", self.prefix)
+    }
+
+    /// `docker run -d` of a node; `extra` are more docker arguments.
+    fn start(&self, name: &str, image: &str, host: u8, extra: &[String]) -> String {
+        let container = format!("{}-{name}", self.name);
+        let mut command = Command::new("docker");
+        command
+            .args(["run", "-d", "--name", &container, "--hostname", name])
+            .args(["--network", &self.name, "--ip", &self.ip(host)])
+            .arg("-v")
+            .arg(format!(
+                "{}:/etc/nodeimg/cluster.toml:ro",
+                self.dir.path().join("cluster.toml").display()
+            ))
+            .args(extra)
+            .arg(image);
+        run(&mut command);
+        self.containers.lock().unwrap().push(container.clone());
+        container
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // NODEIMG_E2E_KEEP=1 leaves the containers for a post-mortem.
+        if std::env::var_os("NODEIMG_E2E_KEEP").is_some() {
+            return;
+        }
+        for container in self.containers.lock().unwrap().iter() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", container])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+fn spec(prefix: &str) -> String {
+    format!(
+        r#"[cluster]
+name = "e2e"
+cidr = "{prefix}.0/24"
+
+[[db]]
+name = "db-1"
+ip = "{prefix}.11"
+
+[[db]]
+name = "db-2"
+ip = "{prefix}.12"
+
+[[db]]
+name = "db-3"
+ip = "{prefix}.13"
+
+[[haproxy]]
+name = "proxy-1"
+ip = "{prefix}.21"
+
+[[haproxy]]
+name = "proxy-2"
+ip = "{prefix}.22"
+
+[patroni]
+ttl = 20
+loop_wait = 2
+retry_timeout = 9
+synchronous_mode = true
+
+[[database]]
+name = "appdb"
+owner = "app"
+extensions = ["vector"]
+
+[[user]]
+name = "app"
+databases = ["appdb"]
+
+[[pool]]
+name = "appdb"
+database = "appdb"
+
+[[pool]]
+name = "appdb_ro"
+database = "appdb"
+target = "replicas"
+"#
+    )
+}
+
+fn random_password() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+/// Writes cluster.toml and per-role secrets files into the network's
+/// folder; returns (db secrets path, proxy secrets path).
+fn write_inputs(network: &Network) -> (String, String) {
+    let dir = network.dir.path();
+    std::fs::write(dir.join("cluster.toml"), spec(&network.prefix)).unwrap();
+    let mut secrets = Secrets {
+        superuser_password: Some(random_password()),
+        replication_password: Some(random_password()),
+        rewind_password: Some(random_password()),
+        ..Secrets::default()
+    };
+    secrets.users.insert(
+        "app".into(),
+        UserSecret {
+            scram: Some(Verifier::generate(APP_PASSWORD).unwrap().to_string()),
+            password: Some(APP_PASSWORD.into()),
+        },
+    );
+    let write = |name: &str, secrets: &Secrets| {
+        let path = dir.join(name);
+        std::fs::write(&path, secrets.to_toml()).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("db.secrets.toml", &secrets.for_role("db")),
+        write("proxy.secrets.toml", &secrets.for_role("haproxy")),
+    )
+}
+
+/// `psql -tAc` as the app user; Err carries psql's message.
+fn psql(host: &str, port: u16, database: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new("psql")
+        .arg(format!(
+            "host={host} port={port} dbname={database} user=app connect_timeout=2"
+        ))
+        .args(["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", APP_PASSWORD)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// Patroni's view of the cluster from one member's REST API.
+fn patroni_cluster(ip: &str) -> Option<serde_json::Value> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(&format!("http://{ip}:8008/cluster"))
+        .call()
+        .ok()?;
+    serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+}
+
+/// (leader name, names of replicas streaming with no lag).
+fn roles(network: &Network) -> Option<(String, Vec<String>)> {
+    let cluster = (11..=13).find_map(|host| patroni_cluster(&network.ip(host)))?;
+    let mut leader = None;
+    let mut streaming = Vec::new();
+    for member in cluster["members"].as_array()? {
+        let name = member["name"].as_str()?.to_string();
+        match member["role"].as_str()? {
+            "leader" if member["state"] == "running" => leader = Some(name),
+            "replica" | "sync_standby"
+                if member["state"] == "streaming" && member["lag"].as_u64() == Some(0) =>
+            {
+                streaming.push(name)
+            }
+            _ => {}
+        }
+    }
+    Some((leader?, streaming))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check() {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A leader, two replicas streaming with no lag, one of them registered
+/// as the synchronous standby (until then, synchronous mode has no
+/// failover candidate by design), and PgBouncer answering.
+fn healthy(network: &Network) -> bool {
+    let sync_registered = (11..=13)
+        .find_map(|host| patroni_cluster(&network.ip(host)))
+        .is_some_and(|cluster| {
+            cluster["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "sync_standby"))
+        });
+    sync_registered
+        && matches!(roles(network), Some((_, replicas)) if replicas.len() == 2)
+        && psql(&network.ip(21), 6432, "appdb", "select 1").is_ok()
+}
+
+/// Writes through HAProxy's primary port as fast as one client can, one
+/// connection per write, and remembers which succeeded.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<(Instant, Option<i64>)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(host: String) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (thread_stop, thread_log) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            while !thread_stop.load(Ordering::SeqCst) {
+                let result = psql(
+                    &host,
+                    5000,
+                    "appdb",
+                    "insert into writes default values returning id",
+                );
+                let id = result.ok().and_then(|id| id.parse().ok());
+                thread_log.lock().unwrap().push((Instant::now(), id));
+                if id.is_none() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        Writer {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    /// The longest gap between two successful writes after `since`.
+    fn outage_after(&self, since: Instant) -> Duration {
+        let log = self.log.lock().unwrap();
+        let mut last_ok = log
+            .iter()
+            .rev()
+            .find(|(at, id)| *at <= since && id.is_some())
+            .map(|(at, _)| *at)
+            .unwrap_or(since);
+        let mut longest = Duration::ZERO;
+        for (at, id) in log.iter().filter(|(at, _)| *at > since) {
+            if id.is_some() {
+                longest = longest.max(at.duration_since(last_ok));
+                last_ok = *at;
+            }
+        }
+        longest
+    }
+
+    fn written_after(&self, since: Instant) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(at, id)| *at > since && id.is_some())
+    }
+
+    fn stop(mut self) -> Vec<i64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, id)| *id)
+            .collect()
+    }
+}
+
+fn container_of(network: &Network, member: &str) -> String {
+    format!("{}-{member}", network.name)
+}
+
+#[test]
+fn a_three_node_cluster_boots_serves_and_fails_over() {
+    let images = loaded_images();
+    let network = Network::create("nodeimg-e2e", "172.31.240");
+    let (db_secrets, proxy_secrets) = write_inputs(&network);
+    // The Hetzner stand-in listens on the network's gateway (the host side
+    // of the bridge) and answers db-1 about itself.
+    let standin = HetznerStandIn::start(network.ip(1).parse().unwrap());
+    standin.add_server(
+        network.ip(11).parse().unwrap(),
+        ServerDoc {
+            hostname: "db-1".into(),
+            instance_id: 11,
+            private_networks: vec![(network.ip(11), format!("{}.0/24", network.prefix))],
+        },
+    );
+    let meta_data = network.dir.path().join("db-2.meta-data");
+    std::fs::write(
+        &meta_data,
+        format!(
+            "instance-id: 12\nlocal-hostname: db-2\nprivate-ip: {}\n",
+            network.ip(12)
+        ),
+    )
+    .unwrap();
+    let secrets_mount = |path: &str| {
+        vec![
+            "-v".to_string(),
+            format!("{path}:/run/secrets/nodeimg.toml:ro"),
+        ]
+    };
+
+    let started = Instant::now();
+    let mut db1 = secrets_mount(&db_secrets);
+    db1.extend([
+        "-e".into(),
+        format!("NODEIMG_METADATA=hetzner:{}", standin.url()),
+    ]);
+    network.start("db-1", &images.db, 11, &db1);
+    let mut db2 = secrets_mount(&db_secrets);
+    db2.extend([
+        "-v".into(),
+        format!("{}:/etc/nodeimg/meta-data:ro", meta_data.display()),
+    ]);
+    network.start("db-2", &images.db, 12, &db2);
+    let mut db3 = secrets_mount(&db_secrets);
+    db3.extend([
+        "-e".into(),
+        format!("NODEIMG_PRIVATE_IP={}", network.ip(13)),
+    ]);
+    network.start("db-3", &images.db, 13, &db3);
+    for (name, host) in [("proxy-1", 21), ("proxy-2", 22)] {
+        let mut args = secrets_mount(&proxy_secrets);
+        args.extend([
+            "-e".into(),
+            format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
+        ]);
+        network.start(name, &images.haproxy, host, &args);
+    }
+    let to_healthy = wait_until(
+        "a leader, two streaming replicas and PgBouncer",
+        Duration::from_secs(120),
+        || healthy(&network),
+    );
+    let to_healthy = started.elapsed().max(to_healthy);
+    eprintln!(
+        "healthy cluster {:.1}s after the first docker run",
+        to_healthy.as_secs_f64()
+    );
+
+    // Each node said where its identity came from.
+    let logs = |member: &str| {
+        let output = run(Command::new("docker").args(["logs", &container_of(&network, member)]));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout)
+    };
+    assert!(
+        logs("db-1").contains("identity from Hetzner metadata service at http://"),
+        "{}",
+        logs("db-1")
+    );
+    assert!(logs("db-2").contains("identity from NoCloud meta-data /etc/nodeimg/meta-data"));
+    assert!(logs("db-3").contains("identity from environment"));
+    assert!(standin.requests.load(Ordering::SeqCst) >= 3);
+
+    // SCRAM through PgBouncer as the application user; pgvector works.
+    let proxy = network.ip(21);
+    psql(
+        &proxy,
+        6432,
+        "appdb",
+        "create extension if not exists vector",
+    )
+    .unwrap();
+    psql(&proxy, 6432, "appdb", "create table items (id int primary key, embedding vector(3)); create table writes (id bigserial primary key, at timestamptz default now())").unwrap();
+    psql(
+        &proxy,
+        6432,
+        "appdb",
+        "insert into items values (1, '[1,0,0]'), (2, '[0,1,0]'), (3, '[0,0,1]')",
+    )
+    .unwrap();
+    assert_eq!(
+        psql(
+            &proxy,
+            6432,
+            "appdb",
+            "select id from items order by embedding <-> '[0.1,0.9,0]' limit 1"
+        )
+        .unwrap(),
+        "2"
+    );
+    assert!(psql(&proxy, 6432, "appdb", "select 1").is_ok());
+    let wrong = Command::new("psql")
+        .arg(format!(
+            "host={proxy} port=6432 dbname=appdb user=app connect_timeout=2"
+        ))
+        .args(["-X", "-tAc", "select 1"])
+        .env("PGPASSWORD", "not-the-password")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success(), "a wrong password must be refused");
+    // 5000 is the primary, 5001 a replica, on both proxies.
+    for proxy in [network.ip(21), network.ip(22)] {
+        assert_eq!(
+            psql(&proxy, 5000, "appdb", "select pg_is_in_recovery()").unwrap(),
+            "f"
+        );
+        assert_eq!(
+            psql(&proxy, 5001, "appdb", "select pg_is_in_recovery()").unwrap(),
+            "t"
+        );
+    }
+    assert_eq!(
+        psql(
+            &network.ip(22),
+            6432,
+            "appdb_ro",
+            "select pg_is_in_recovery()"
+        )
+        .unwrap(),
+        "t"
+    );
+
+    // A crashed service is restarted by the agent.
+    let (leader, replicas) = roles(&network).unwrap();
+    let replica = container_of(&network, &replicas[0]);
+    let top = run(Command::new("docker").args(["top", &replica, "-o", "pid,args"]));
+    let patroni_pid = String::from_utf8_lossy(&top.stdout)
+        .lines()
+        .find(|l| l.contains("bin/patroni"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap();
+    run(Command::new("kill").args(["-9", &patroni_pid]));
+    wait_until(
+        "the agent to restart Patroni",
+        Duration::from_secs(30),
+        || logs(&replicas[0]).contains("patroni exited with signal SIGKILL; restarting"),
+    );
+    wait_until(
+        "the replica to stream again",
+        Duration::from_secs(60),
+        || healthy(&network),
+    );
+
+    // Graceful failover: docker stop the leader.
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "insert into writes default values returning id",
+    )
+    .expect("a write through HAProxy's primary port");
+    let writer = Writer::start(network.ip(21));
+    wait_until(
+        "writes before the failover",
+        Duration::from_secs(10),
+        || writer.written_after(Instant::now() - Duration::from_millis(500)),
+    );
+    let stop_at = Instant::now();
+    run(Command::new("docker").args(["stop", "-t", "30", &container_of(&network, &leader)]));
+    wait_until(
+        "a new leader",
+        Duration::from_secs(60),
+        || matches!(roles(&network), Some((new, _)) if new != leader),
+    );
+    let elected = Instant::now();
+    wait_until(
+        "writes after the graceful failover",
+        Duration::from_secs(60),
+        || writer.written_after(elected),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let graceful = writer.outage_after(stop_at);
+    eprintln!(
+        "graceful failover: writes unavailable for {:.1}s",
+        graceful.as_secs_f64()
+    );
+    run(Command::new("docker").args(["start", &container_of(&network, &leader)]));
+    wait_until(
+        "the stopped leader to rejoin as a replica",
+        Duration::from_secs(120),
+        || healthy(&network),
+    );
+
+    // Hard failover: docker kill the new leader.
+    let (second_leader, _) = roles(&network).unwrap();
+    let kill_at = Instant::now();
+    run(Command::new("docker").args(["kill", &container_of(&network, &second_leader)]));
+    wait_until(
+        "a leader after the kill",
+        Duration::from_secs(90),
+        || matches!(roles(&network), Some((new, _)) if new != second_leader),
+    );
+    let elected = Instant::now();
+    wait_until(
+        "writes after the hard failover",
+        Duration::from_secs(60),
+        || writer.written_after(elected),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let hard = writer.outage_after(kill_at);
+    eprintln!(
+        "hard failover: writes unavailable for {:.1}s",
+        hard.as_secs_f64()
+    );
+    run(Command::new("docker").args(["start", &container_of(&network, &second_leader)]));
+    let rejoin = wait_until(
+        "the killed leader to rejoin as a streaming replica",
+        Duration::from_secs(120),
+        || healthy(&network),
+    );
+    let acknowledged = writer.stop();
+
+    // Every acknowledged write survived both failovers, on the primary and
+    // on the replicas.
+    assert!(
+        acknowledged.len() > 20,
+        "only {} writes",
+        acknowledged.len()
+    );
+    let count = |port| {
+        psql(
+            &network.ip(22),
+            port,
+            "appdb",
+            &format!(
+                "select count(*) from writes where id in ({})",
+                acknowledged
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        )
+        .unwrap()
+    };
+    assert_eq!(count(5000), acknowledged.len().to_string());
+    wait_until(
+        "replicas to have every write",
+        Duration::from_secs(30),
+        || count(5001) == acknowledged.len().to_string(),
+    );
+    eprintln!(
+        "the killed leader rejoined in {:.1}s{}",
+        rejoin.as_secs_f64(),
+        if logs(&second_leader).contains("running pg_rewind") {
+            " (pg_rewind ran)"
+        } else {
+            " (no rewind needed)"
+        }
+    );
+
+    if let Ok(path) = std::env::var("NODEIMG_E2E_REPORT") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(
+            file,
+            "{}",
+            serde_json::json!({
+                "healthy_s": to_healthy.as_secs_f64(),
+                "graceful_failover_s": graceful.as_secs_f64(),
+                "hard_failover_s": hard.as_secs_f64(),
+                "rejoin_s": rejoin.as_secs_f64(),
+                "writes": acknowledged.len(),
+            })
+        )
+        .unwrap();
+    }
+}

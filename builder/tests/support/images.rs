@@ -1,0 +1,78 @@
+//! Builds both role images once per test process, with this build of
+//! nodeimg (stripped) as the agent, and loads them into Docker.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The agent laid into the images: this build of nodeimg, stripped as a
+/// release build would be.
+pub fn stripped_agent(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("nodeimg");
+    std::fs::copy(env!("CARGO_BIN_EXE_nodeimg"), &path).unwrap();
+    run(Command::new("strip").arg(&path));
+    path
+}
+
+pub struct LoadedImages {
+    pub db: String,
+    pub haproxy: String,
+}
+
+/// Builds db and haproxy into target/test-cluster/ (its layer cache kept
+/// between runs, the .debs shared with the other tests) and loads them.
+pub fn loaded_images() -> &'static LoadedImages {
+    static IMAGES: OnceLock<LoadedImages> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let work = repo().join("target/test-cluster");
+        let cache = work.join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let debs = repo().join("target/test-package-cache/debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        if !cache.join("debs").exists() {
+            std::os::unix::fs::symlink(&debs, cache.join("debs")).unwrap();
+        }
+        let agent = stripped_agent(&work.join("agent"));
+        run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+            .args(["build", "--all", "--output"])
+            .arg(work.join("images"))
+            .current_dir(repo())
+            .env("NODEIMG_CACHE", &cache)
+            .env("NODEIMG_AGENT", &agent));
+        let load = |role: &str| -> String {
+            let output = run(Command::new("docker")
+                .arg("load")
+                .arg("-i")
+                .arg(work.join(format!("images/{role}.tar"))));
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("Loaded image: "))
+                .unwrap()
+                .to_string()
+        };
+        LoadedImages {
+            db: load("db"),
+            haproxy: load("haproxy"),
+        }
+    })
+}
