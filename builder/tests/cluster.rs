@@ -7,6 +7,8 @@
 //! Set NODEIMG_E2E_REPORT=FILE to append the measured timings as JSON.
 
 mod support {
+    // Shared with tests/identity.rs, which uses all of it.
+    #[allow(dead_code)]
     pub mod hetzner_metadata;
     pub mod images;
 }
@@ -263,9 +265,12 @@ fn healthy(network: &Network) -> bool {
 
 /// Writes through HAProxy's primary port as fast as one client can, one
 /// connection per write, and remembers which succeeded.
+/// When each write ended, and the id it got if it succeeded.
+type WriteLog = Arc<Mutex<Vec<(Instant, Option<i64>)>>>;
+
 struct Writer {
     stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<(Instant, Option<i64>)>>>,
+    log: WriteLog,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
