@@ -34,11 +34,27 @@ struct Network {
 }
 
 impl Network {
-    fn create(name: &str, prefix: &str) -> Network {
-        let name = format!("{name}-{}", std::process::id());
-        let _ = Command::new("docker")
-            .args(["network", "rm", &name])
-            .output();
+    fn create(base: &str, prefix: &str) -> Network {
+        // What a killed earlier run left behind holds the subnet: remove it.
+        let stale = |what: &[&str]| -> Vec<String> {
+            let output = Command::new("docker").args(what).output().unwrap();
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|n| n.starts_with(&format!("{base}-")))
+                .map(str::to_string)
+                .collect()
+        };
+        for container in stale(&["ps", "-a", "--format", "{{.Names}}"]) {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &container])
+                .output();
+        }
+        for network in stale(&["network", "ls", "--format", "{{.Name}}"]) {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &network])
+                .output();
+        }
+        let name = format!("{base}-{}", std::process::id());
         run(Command::new("docker").args([
             "network",
             "create",
@@ -123,8 +139,8 @@ ip = "{prefix}.22"
 
 [patroni]
 ttl = 20
-loop_wait = 2
-retry_timeout = 9
+loop_wait = 1
+retry_timeout = 5
 synchronous_mode = true
 
 [[database]]
@@ -488,8 +504,47 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
         "t"
     );
 
-    // A crashed service is restarted by the agent.
+    // nodeimg's SCRAM verifiers are PostgreSQL's: recompute one that the
+    // server itself made, from its salt and iteration count.
     let (leader, replicas) = roles(&network).unwrap();
+    let db = container_of(&network, &leader);
+    let made_by_postgres = run(Command::new("docker").args([
+        "exec", "-u", "postgres", &db, "psql", "-h", "/run/postgresql", "-U", "postgres", "-XtAq", "-c",
+        "set password_encryption = 'scram-sha-256'; create role scram_check password 'Tr0ub4dor&3 with spaces'; select rolpassword from pg_authid where rolname = 'scram_check'; drop role scram_check",
+    ]));
+    let made_by_postgres = String::from_utf8_lossy(&made_by_postgres.stdout)
+        .trim()
+        .to_string();
+    let parsed: Verifier = made_by_postgres.parse().unwrap();
+    assert_eq!(
+        Verifier::compute("Tr0ub4dor&3 with spaces", &parsed.salt, parsed.iterations)
+            .unwrap()
+            .to_string(),
+        made_by_postgres
+    );
+    // And PostgreSQL holds exactly the verifier the secrets file gave.
+    let stored = run(Command::new("docker").args([
+        "exec",
+        "-u",
+        "postgres",
+        &db,
+        "psql",
+        "-h",
+        "/run/postgresql",
+        "-U",
+        "postgres",
+        "-XtAq",
+        "-c",
+        "select rolpassword from pg_authid where rolname = 'app'",
+    ]));
+    let secrets_text = std::fs::read_to_string(&proxy_secrets).unwrap();
+    assert!(secrets_text.contains(String::from_utf8_lossy(&stored.stdout).trim()));
+    assert!(
+        !secrets_text.contains(APP_PASSWORD),
+        "no plaintext password for the proxies"
+    );
+
+    // A crashed service is restarted by the agent.
     let replica = container_of(&network, &replicas[0]);
     let top = run(Command::new("docker").args(["top", &replica, "-o", "pid,args"]));
     let patroni_pid = String::from_utf8_lossy(&top.stdout)
