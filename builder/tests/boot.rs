@@ -1,0 +1,236 @@
+//! `nodeimg boot --render-only` with the repository's templates and the
+//! example cluster spec: what each role renders, and every spec or
+//! identity mistake refused before anything is written.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nodeimg::scram::Verifier;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+const LB: &str = "10.0.0.10";
+
+fn secrets(dir: &Path) -> PathBuf {
+    let path = dir.join("secrets.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "superuser_password = \"superuser-secret-1\"\nreplication_password = \"replication-secret-1\"\nrewind_password = \"rewind-secret-12\"\n[users.keybuzz_app]\nscram = \"{}\"\n",
+            Verifier::generate("app-secret-123").unwrap()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `nodeimg boot --render-only` for the node at `ip`.
+fn render(role: &str, spec: &Path, ip: &str, out: &Path, secrets: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(["boot", "--role", role, "--metadata", "env"])
+        .arg("--cluster")
+        .arg(spec)
+        .arg("--secrets")
+        .arg(secrets)
+        .arg("--templates")
+        .arg(repo().join(format!("overlays/{role}/usr/share/nodeimg/templates")))
+        .arg("--render-only")
+        .arg(out)
+        .env("NODEIMG_PRIVATE_IP", ip)
+        .env_remove("NODEIMG_NODE_NAME")
+        .output()
+        .unwrap()
+}
+
+fn example() -> PathBuf {
+    repo().join("examples/cluster.toml")
+}
+
+#[test]
+fn a_db_node_renders_patroni_and_etcd_from_its_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let output = render("db", &example(), "10.0.0.121", &out, &secrets(dir.path()));
+    assert!(output.status.success(), "{output:?}");
+    let patroni = std::fs::read_to_string(out.join("patroni.yml")).unwrap();
+    assert!(patroni.contains("name: \"db-postgres-02\""), "{patroni}");
+    assert!(patroni.contains("listen: \"10.0.0.121:8008\""));
+    for ip in ["10.0.0.120", "10.0.0.121", "10.0.0.122"] {
+        assert!(
+            patroni.contains(&format!(
+                "host replication replicator {ip}/32 scram-sha-256"
+            )),
+            "replication rule for {ip}"
+        );
+    }
+    assert!(patroni.contains("host all all 10.0.0.0/16 scram-sha-256"));
+    assert!(
+        !patroni.contains("0.0.0.0/0") && !patroni.contains(" md5") && !patroni.contains("trust")
+    );
+    assert!(patroni.contains("data-checksums"));
+    assert!(patroni.contains("jit: \"off\""));
+    assert!(
+        !patroni.contains("users:"),
+        "Patroni 4 has no bootstrap.users"
+    );
+    let etcd = std::fs::read_to_string(out.join("etcd.yml")).unwrap();
+    assert!(etcd.contains("name: \"db-postgres-02\""));
+    assert!(etcd.contains("db-postgres-01=http://10.0.0.120:2380,db-postgres-02=http://10.0.0.121:2380,db-postgres-03=http://10.0.0.122:2380"));
+    let mode = std::fs::metadata(out.join("patroni.yml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "it holds passwords");
+}
+
+#[test]
+fn a_proxy_node_routes_to_patroni_and_never_back_to_the_load_balancer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let secrets = secrets(dir.path());
+    let output = render("haproxy", &example(), "10.0.0.12", &out, &secrets);
+    assert!(output.status.success(), "{output:?}");
+    let haproxy = std::fs::read_to_string(out.join("haproxy.cfg")).unwrap();
+    assert!(haproxy.contains("bind *:5000") && haproxy.contains("bind *:5001"));
+    assert!(haproxy.contains("uri /primary") && haproxy.contains("uri /replica"));
+    assert!(!haproxy.contains("/master"), "deprecated endpoint");
+    assert!(haproxy.contains("on-marked-down shutdown-sessions"));
+    assert!(haproxy.contains("server db-postgres-01 10.0.0.120:5432 check port 8008"));
+    assert!(haproxy.contains("stats enable"));
+    let pgbouncer = std::fs::read_to_string(out.join("pgbouncer.ini")).unwrap();
+    assert!(pgbouncer.contains("keybuzz = host=127.0.0.1 port=5000 dbname=keybuzz"));
+    assert!(pgbouncer.contains("keybuzz_ro = host=127.0.0.1 port=5001 dbname=keybuzz"));
+    assert!(
+        !pgbouncer.contains(LB),
+        "PgBouncer must not loop through the load balancer"
+    );
+    assert!(pgbouncer.contains("auth_type = scram-sha-256"));
+    let userlist = std::fs::read_to_string(out.join("userlist.txt")).unwrap();
+    let given = std::fs::read_to_string(&secrets).unwrap();
+    let verifier = userlist.split('"').nth(3).unwrap();
+    assert!(verifier.starts_with("SCRAM-SHA-256$4096:"));
+    assert!(
+        given.contains(verifier),
+        "the very verifier of the secrets file"
+    );
+    assert!(!userlist.contains("app-secret-123"));
+}
+
+/// The example spec with `edit` applied, written to a file.
+fn edited_spec(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, edit(std::fs::read_to_string(example()).unwrap())).unwrap();
+    path
+}
+
+fn refused(spec_edit: impl Fn(String) -> String, ip: &str, expected: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = edited_spec(dir.path(), spec_edit);
+    let out = dir.path().join("out");
+    let output = render("db", &spec, ip, &out, &secrets(dir.path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "accepted: {stderr}");
+    for part in expected {
+        assert!(stderr.contains(part), "{part:?} missing from: {stderr}");
+    }
+    assert!(!out.exists(), "nothing is written when the spec is refused");
+}
+
+#[test]
+fn spec_mistakes_are_refused_with_the_rule_named() {
+    refused(
+        |s| s.replace("loop_wait = 10", "loop_wait = 15"),
+        "10.0.0.120",
+        &["loop_wait + 2 * retry_timeout <= ttl", "15 + 2 * 10 > 30"],
+    );
+    refused(
+        |s| {
+            s.replace(
+                "[[db]]\nname = \"db-postgres-03\"\nip = \"10.0.0.122\"\n",
+                "",
+            )
+        },
+        "10.0.0.120",
+        &["odd number", "quorum"],
+    );
+    refused(
+        |s| s.replace("ip = \"10.0.0.122\"", "ip = \"192.168.1.5\""),
+        "10.0.0.120",
+        &["db[2].ip", "outside the private network 10.0.0.0/16"],
+    );
+    refused(
+        |s| s.replace("ip = \"10.0.0.12\"", "ip = \"10.0.0.11\""),
+        "10.0.0.120",
+        &["haproxy[1].ip", "duplicate member address 10.0.0.11"],
+    );
+    refused(
+        |s| s.replace("name = \"db-postgres-02\"", "name = \"db-postgres-01\""),
+        "10.0.0.120",
+        &["db[1].name", "duplicate member name"],
+    );
+    refused(
+        |s| {
+            s.replace("ttl = 30", "ttl = 10")
+                .replace("loop_wait = 10", "loop_wait = 2")
+                .replace("retry_timeout = 10", "retry_timeout = 4")
+        },
+        "10.0.0.120",
+        &["patroni.ttl", "minimum of 20"],
+    );
+    refused(
+        |s| s.replace("[cluster]", "[cluster]\nbogus = 1"),
+        "10.0.0.120",
+        &["unknown field `bogus`", "cluster.toml"],
+    );
+}
+
+#[test]
+fn identity_and_secret_mistakes_are_refused() {
+    // A node the spec does not know.
+    refused(
+        |s| s,
+        "10.0.9.9",
+        &["is not in the cluster spec", "10.0.9.9"],
+    );
+    // A proxy running the db image.
+    refused(|s| s, "10.0.0.11", &["haproxy member", "db image"]);
+    // A missing secret names the variable that can carry it.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let output = render(
+        "db",
+        &example(),
+        "10.0.0.120",
+        &dir.path().join("out"),
+        &empty,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("NODEIMG_SUPERUSER_PASSWORD"), "{stderr}");
+    assert!(!dir.path().join("out").exists());
+    // The seeds' base64(sha256(password || user)) is not a verifier.
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        "[users.keybuzz_app]\nscram = \"q2Tn2oZ8pQF0cW1v2kM0nXyXq3s9b3VQ0Yb7t0YJ0Ck=\"\n",
+    )
+    .unwrap();
+    let output = render(
+        "haproxy",
+        &example(),
+        "10.0.0.11",
+        &dir.path().join("out"),
+        &wrong,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("users.keybuzz_app.scram"), "{stderr}");
+    assert!(stderr.contains("not a SCRAM-SHA-256 verifier"), "{stderr}");
+}
