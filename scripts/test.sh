@@ -8,15 +8,16 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # gpg/gpgv: the OpenPGP interoperability tests; dpkg: version ordering is
 # checked against dpkg itself; xz-utils: fixture tooling; skopeo and umoci
-# validate the OCI layouts; binutils strips the agent the tests lay into images; docker (already running on CI) loads them.
+# validate the OCI layouts; binutils strips the agent the tests lay into images; psql is the
+# client of the end-to-end cluster test; docker (already running on CI) loads them.
 need=()
-for tool in gpg gpgv dpkg xz skopeo umoci strip; do
+for tool in gpg gpgv dpkg xz skopeo umoci strip psql; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing test tools: ${need[*]}" >&2
     as_root apt-get -o DPkg::Lock::Timeout=600 update
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci binutils
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client
 fi
 
 cargo fmt --all -- --check

@@ -13,7 +13,7 @@ mod support {
     pub mod images;
 }
 
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -692,4 +692,135 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
         )
         .unwrap();
     }
+}
+
+/// Runs `script` in a throw-away container of `image` at the member
+/// address `host`, after `nodeimg boot --render-only /run/nodeimg`.
+fn in_node(network: &Network, image: &str, host: u8, secrets: &str, script: &str) -> Output {
+    Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            &network.name,
+            "--ip",
+            &network.ip(host),
+        ])
+        .arg("-v")
+        .arg(format!(
+            "{}:/etc/nodeimg/cluster.toml:ro",
+            network.dir.path().join("cluster.toml").display()
+        ))
+        .arg("-v")
+        .arg(format!("{secrets}:/run/secrets/nodeimg.toml:ro"))
+        .args(["-e", &format!("NODEIMG_PRIVATE_IP={}", network.ip(host))])
+        .args(["--entrypoint", "/bin/sh", image, "-c"])
+        .arg(format!(
+            "/usr/bin/nodeimg boot --render-only /run/nodeimg && {script}"
+        ))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn rendered_configurations_pass_patroni_haproxy_and_pgbouncer_checks() {
+    let images = loaded_images();
+    let network = Network::create("nodeimg-render", "172.31.241");
+    let (db_secrets, proxy_secrets) = write_inputs(&network);
+
+    // Patroni's check wants the DCS reachable and its own ports free: run
+    // only etcd on the three db members, then validate on each.
+    let mut etcd_nodes = Vec::new();
+    for host in 11..=13u8 {
+        let container = format!("{}-etcd-{host}", network.name);
+        run(Command::new("docker")
+            .args(["run", "-d", "--name", &container, "--network", &network.name])
+            .args(["--ip", &network.ip(host)])
+            .arg("-v")
+            .arg(format!(
+                "{}:/etc/nodeimg/cluster.toml:ro",
+                network.dir.path().join("cluster.toml").display()
+            ))
+            .arg("-v")
+            .arg(format!("{db_secrets}:/run/secrets/nodeimg.toml:ro"))
+            .args(["-e", &format!("NODEIMG_PRIVATE_IP={}", network.ip(host))])
+            .args(["--entrypoint", "/bin/sh", &images.db, "-c"])
+            .arg("/usr/bin/nodeimg boot --render-only /run/nodeimg && exec etcd --config-file /run/nodeimg/etcd.yml"));
+        network.containers.lock().unwrap().push(container.clone());
+        etcd_nodes.push(container);
+    }
+    for container in &etcd_nodes {
+        let mut last = String::new();
+        let valid = (0..40).any(|_| {
+            let output = Command::new("docker")
+                .args([
+                    "exec",
+                    container,
+                    "patroni",
+                    "--validate-config",
+                    "/run/nodeimg/patroni.yml",
+                ])
+                .output()
+                .unwrap();
+            last = String::from_utf8_lossy(&output.stdout).to_string()
+                + &String::from_utf8_lossy(&output.stderr);
+            output.status.success() || {
+                std::thread::sleep(Duration::from_millis(500));
+                false
+            }
+        });
+        assert!(valid, "patroni --validate-config in {container}: {last}");
+    }
+
+    let haproxy = in_node(
+        &network,
+        &images.haproxy,
+        21,
+        &proxy_secrets,
+        "haproxy -c -f /run/nodeimg/haproxy.cfg",
+    );
+    let text = String::from_utf8_lossy(&haproxy.stdout).to_string()
+        + &String::from_utf8_lossy(&haproxy.stderr);
+    assert!(haproxy.status.success(), "haproxy -c: {text}");
+
+    // PgBouncer has no check mode: start it on the rendered files (as
+    // postgres, as the agent does); a client that passes SCRAM against
+    // the userlist then hears that no server is up behind it.
+    let container = format!("{}-pgbouncer", network.name);
+    run(Command::new("docker")
+        .args(["run", "-d", "--name", &container, "--network", &network.name])
+        .args(["--ip", &network.ip(22)])
+        .arg("-v")
+        .arg(format!(
+            "{}:/etc/nodeimg/cluster.toml:ro",
+            network.dir.path().join("cluster.toml").display()
+        ))
+        .arg("-v")
+        .arg(format!("{proxy_secrets}:/run/secrets/nodeimg.toml:ro"))
+        .args(["-e", &format!("NODEIMG_PRIVATE_IP={}", network.ip(22))])
+        .args(["--entrypoint", "/bin/sh", &images.haproxy, "-c"])
+        .arg("/usr/bin/nodeimg boot --render-only /run/nodeimg && exec pgbouncer -u postgres /run/nodeimg/pgbouncer.ini"));
+    network.containers.lock().unwrap().push(container);
+    let proxy = network.ip(22);
+    let mut answer = String::new();
+    wait_until("PgBouncer to answer", Duration::from_secs(20), || {
+        answer = psql(&proxy, 6432, "appdb", "select 1").unwrap_err();
+        !answer.contains("Connection refused")
+    });
+    assert!(
+        !answer.contains("authentication failed"),
+        "SCRAM against the userlist: {answer}"
+    );
+    let wrong = Command::new("psql")
+        .arg(format!(
+            "host={proxy} port=6432 dbname=appdb user=app connect_timeout=2"
+        ))
+        .args(["-X", "-tAc", "select 1"])
+        .env("PGPASSWORD", "not-the-password")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("authentication failed"),
+        "{wrong:?}"
+    );
 }
