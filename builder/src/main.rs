@@ -40,7 +40,42 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum SecretsCommand {
+    /// Write a new secrets file: random passwords for Patroni's superuser,
+    /// replication and rewind users, and for each [[user]] of the cluster
+    /// spec a password and its SCRAM-SHA-256 verifier. Mode 0600; an
+    /// existing file is kept unless --force.
+    Init {
+        /// The cluster spec whose users get passwords.
+        #[arg(long, default_value = "cluster.toml")]
+        cluster: PathBuf,
+        #[arg(short, long, default_value = "cluster.secrets.toml")]
+        output: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write the part of a secrets file one role's nodes need: db nodes get
+    /// Patroni's passwords and the verifiers, proxy nodes the verifiers
+    /// only (no plaintext password ever reaches them).
+    ForRole {
+        /// db or haproxy.
+        role: String,
+        #[arg(long, default_value = "cluster.secrets.toml")]
+        secrets: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// Create and split the cluster's secrets file (never committed, never
+    /// in an image).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+
     /// Run a node: the image's entrypoint (PID 1 in the container).
     ///
     /// Finds out who this node is from a metadata source (the Hetzner
@@ -276,6 +311,17 @@ fn main() -> ExitCode {
         .unwrap_or(Duration::from_secs(1));
     let fetcher = Fetcher::new(cli.attempts, backoff);
     let result = match cli.command {
+        Command::Secrets(SecretsCommand::Init {
+            cluster,
+            output,
+            force,
+        }) => commands::secrets::init(&cluster, &output, force),
+        Command::Secrets(SecretsCommand::ForRole {
+            role,
+            secrets,
+            output,
+            force,
+        }) => commands::secrets::for_role(&secrets, &role, &output, force),
         Command::Boot {
             cluster,
             secrets,

@@ -5,3 +5,4 @@ pub mod build;
 pub mod fetch;
 pub mod inspect;
 pub mod lock;
+pub mod secrets;
