@@ -32,9 +32,34 @@ pub struct ClusterSpec {
     pub pools: Vec<Pool>,
     #[serde(default)]
     pub pgbouncer: PgbouncerSettings,
-    /// Image references per role (`registry/repo@sha256:…`).
+    /// Registry repository per role (`registry.example.com/nodeimg/db`);
+    /// the digest comes from the built image, so nodes run exactly it.
     #[serde(default)]
     pub images: BTreeMap<String, String>,
+    #[serde(default)]
+    pub hosts: HostSettings,
+}
+
+/// How the servers themselves are prepared (cloud-init).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSettings {
+    /// Debian's docker.io, pinned.
+    pub docker_version: String,
+    /// Where the data volume is mounted on the host.
+    pub data_dir: String,
+    /// Let a db node without a volume keep its data on the root disk.
+    pub allow_root_disk: bool,
+}
+
+impl Default for HostSettings {
+    fn default() -> HostSettings {
+        HostSettings {
+            docker_version: "26.1.5+dfsg1-9+deb13u1".into(),
+            data_dir: "/var/lib/nodeimg".into(),
+            allow_root_disk: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! described in DESIGN.md.
 
 pub mod bootstrap_sql;
+pub mod cloud_init;
 pub mod cluster;
 pub mod commands;
 pub mod deb;

@@ -71,6 +71,41 @@ enum SecretsCommand {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write the #cloud-config user-data of each role (out/cloud-init/<role>.yaml).
+    ///
+    /// One file per role, the same for every node of that role: swap off,
+    /// the Hetzner volume formatted XFS only when empty and mounted
+    /// noatime, sysctl/THP/logind/limits/time sync/softdog, Debian's
+    /// docker.io at a pinned version, and a systemd unit running the role
+    /// image by digest (the digest of images/<role>, the repository from
+    /// the spec's [images]). Refuses to write anything if the spec, the
+    /// secrets or a built image is missing or wrong, or if the result
+    /// cannot fit Hetzner's 32 KiB.
+    ///
+    /// Examples:
+    ///   nodeimg cloud-init cluster.toml --secrets cluster.secrets.toml
+    ///   hcloud server create --user-data-from-file out/cloud-init/db.yaml ...
+    ///   nodeimg cloud-init cluster.toml --nocloud out/nocloud   # seeds per node
+    #[command(verbatim_doc_comment)]
+    CloudInit {
+        /// The cluster spec.
+        cluster: PathBuf,
+        /// The full secrets file (`nodeimg secrets init`); each role gets its part.
+        #[arg(long, default_value = "cluster.secrets.toml")]
+        secrets: PathBuf,
+        /// Where the built images are (their digests are pinned).
+        #[arg(long, default_value = "images")]
+        images: PathBuf,
+        /// The user-data template.
+        #[arg(long, default_value = "cloud-init/node.yaml.j2")]
+        template: PathBuf,
+        #[arg(short, long, default_value = "out/cloud-init")]
+        output: PathBuf,
+        /// Also write NoCloud seed folders (meta-data, user-data) per node here.
+        #[arg(long, value_name = "DIR")]
+        nocloud: Option<PathBuf>,
+    },
+
     /// Create and split the cluster's secrets file (never committed, never
     /// in an image).
     #[command(subcommand)]
@@ -311,6 +346,21 @@ fn main() -> ExitCode {
         .unwrap_or(Duration::from_secs(1));
     let fetcher = Fetcher::new(cli.attempts, backoff);
     let result = match cli.command {
+        Command::CloudInit {
+            cluster,
+            secrets,
+            images,
+            template,
+            output,
+            nocloud,
+        } => commands::cloud_init::run(&commands::cloud_init::CloudInitOptions {
+            cluster,
+            secrets,
+            images,
+            template,
+            output,
+            nocloud,
+        }),
         Command::Secrets(SecretsCommand::Init {
             cluster,
             output,

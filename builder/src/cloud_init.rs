@@ -1,0 +1,167 @@
+//! `#cloud-config` user-data per role, from `cloud-init/node.yaml.j2`: one
+//! file for every node of a role (each node learns who it is from the
+//! metadata service), with the cluster spec and the role's secrets inside,
+//! the image pinned by digest, and within Hetzner's 32 KiB limit.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+
+use crate::cluster::{ClusterSpec, Role};
+use crate::secrets::Secrets;
+
+/// Hetzner's limit on `user_data`, after any encoding.
+pub const USER_DATA_LIMIT: usize = 32 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudInitError {
+    #[error(
+        "the {role} image was never built ({path} is missing): run `nodeimg build recipes/{role}.toml` first"
+    )]
+    NotBuilt { role: String, path: String },
+    #[error(
+        "[images] {role} is not set in the cluster spec: name the registry repository the {role} nodes pull from (e.g. registry.example.com/nodeimg/{role})"
+    )]
+    NoRepository { role: String },
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretsError),
+    #[error("template {path}: {err}")]
+    Template { path: String, err: String },
+    #[error(
+        "the {role} user-data is {size} bytes even compressed, over Hetzner's 32 KiB limit; biggest parts: {parts}"
+    )]
+    TooBig {
+        role: String,
+        size: usize,
+        parts: String,
+    },
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    role: &'a str,
+    cluster: &'a str,
+    image: String,
+    docker_version: &'a str,
+    data_dir: &'a str,
+    allow_root_disk: bool,
+    cluster_toml_gz: String,
+    secrets_gz: String,
+}
+
+/// One-line base64 of gzip, as cloud-init's `gz+b64` encoding reads it.
+pub fn gzip_base64(bytes: &[u8]) -> String {
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("writing to memory");
+    STANDARD.encode(encoder.finish().expect("writing to memory"))
+}
+
+/// The manifest digest of a built image layout (`images/<role>`).
+pub fn built_digest(images: &Path, role: &str) -> Result<String, CloudInitError> {
+    let index = images.join(role).join("index.json");
+    let not_built = || CloudInitError::NotBuilt {
+        role: role.to_string(),
+        path: index.display().to_string(),
+    };
+    let bytes = std::fs::read(&index).map_err(|_| not_built())?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| not_built())?;
+    value["manifests"][0]["digest"]
+        .as_str()
+        .filter(|d| d.starts_with("sha256:") && d.len() == 71)
+        .map(str::to_string)
+        .ok_or_else(not_built)
+}
+
+/// The user-data for every node of `role`.
+pub fn render(
+    spec: &ClusterSpec,
+    spec_text: &str,
+    role: Role,
+    secrets: &Secrets,
+    digest: &str,
+    template: &Path,
+) -> Result<String, CloudInitError> {
+    let name = role.as_str();
+    // The same checks a node makes at boot, so nothing incomplete ships.
+    let view_member = match role {
+        Role::Db => spec.db_members.first(),
+        Role::Haproxy => spec.haproxy_members.first(),
+    };
+    if let Some(member) = view_member {
+        crate::render::NodeView::build(spec, role, member, secrets, "/usr/lib/postgresql/17/bin")?;
+    }
+    let repository = spec
+        .images
+        .get(name)
+        .ok_or_else(|| CloudInitError::NoRepository {
+            role: name.to_string(),
+        })?;
+    let role_secrets = secrets.for_role(name).to_toml();
+    let context = Context {
+        role: name,
+        cluster: &spec.cluster.name,
+        image: format!("{repository}@{digest}"),
+        docker_version: &spec.hosts.docker_version,
+        data_dir: &spec.hosts.data_dir,
+        allow_root_disk: spec.hosts.allow_root_disk,
+        cluster_toml_gz: gzip_base64(spec_text.as_bytes()),
+        secrets_gz: gzip_base64(role_secrets.as_bytes()),
+    };
+    let source = std::fs::read_to_string(template).map_err(|err| CloudInitError::Template {
+        path: template.display().to_string(),
+        err: err.to_string(),
+    })?;
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_debug(false);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    let text = env
+        .render_str(&source, &context)
+        .map_err(|err| CloudInitError::Template {
+            path: template.display().to_string(),
+            err: err.to_string(),
+        })?;
+    fit(name, text, &context)
+}
+
+/// As is when it fits; else gzip + base64 on one line (cloud-init on
+/// Hetzner decodes both); else an error naming the biggest parts.
+fn fit(role: &str, text: String, context: &Context) -> Result<String, CloudInitError> {
+    if text.len() <= USER_DATA_LIMIT {
+        return Ok(text);
+    }
+    let packed = gzip_base64(text.as_bytes());
+    if packed.len() <= USER_DATA_LIMIT {
+        return Ok(packed);
+    }
+    let mut parts = [
+        ("cluster spec", context.cluster_toml_gz.len()),
+        ("secrets", context.secrets_gz.len()),
+        (
+            "the rest of the template",
+            text.len() - context.cluster_toml_gz.len() - context.secrets_gz.len(),
+        ),
+    ];
+    parts.sort_by(|a, b| b.1.cmp(&a.1));
+    Err(CloudInitError::TooBig {
+        role: role.to_string(),
+        size: packed.len(),
+        parts: parts
+            .iter()
+            .map(|(name, size)| format!("{name} {size} bytes"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// A NoCloud `meta-data` for one member, for local VM or container tests.
+pub fn nocloud_meta_data(name: &str, ip: std::net::Ipv4Addr) -> String {
+    format!("instance-id: {name}\nlocal-hostname: {name}\nprivate-ip: {ip}\n")
+}
