@@ -10,6 +10,8 @@ mod support {
     // Shared with tests/identity.rs, which uses all of it.
     #[allow(dead_code)]
     pub mod hetzner_metadata;
+    // Shared with tests/cloud_init.rs.
+    #[allow(dead_code)]
     pub mod images;
 }
 

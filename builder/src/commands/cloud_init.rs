@@ -63,7 +63,11 @@ pub fn run(options: &CloudInitOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_nocloud(dir: &Path, spec: &ClusterSpec, rendered: &[(Role, String)]) -> anyhow::Result<()> {
+fn write_nocloud(
+    dir: &Path,
+    spec: &ClusterSpec,
+    rendered: &[(Role, String)],
+) -> anyhow::Result<()> {
     for (role, member) in spec.members() {
         let Some((_, text)) = rendered.iter().find(|(r, _)| *r == role) else {
             continue;

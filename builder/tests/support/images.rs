@@ -76,3 +76,38 @@ pub fn loaded_images() -> &'static LoadedImages {
         }
     })
 }
+
+/// The test host image (tests/host: Debian's cloud-init), built and loaded.
+pub fn loaded_host_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let work = repo().join("target/test-cluster");
+        let cache = work.join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let debs = repo().join("target/test-package-cache/debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        if !cache.join("debs").exists() {
+            std::os::unix::fs::symlink(&debs, cache.join("debs")).unwrap();
+        }
+        run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+            .args(["build", "tests/host/host.toml", "--output"])
+            .arg(work.join("host-images"))
+            .current_dir(repo())
+            .env("NODEIMG_CACHE", &cache));
+        let output = run(Command::new("docker")
+            .arg("load")
+            .arg("-i")
+            .arg(work.join("host-images/host.tar")));
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Loaded image: "))
+            .unwrap()
+            .to_string()
+    })
+}
+
+/// Where loaded_images() wrote the layouts.
+pub fn built_images_dir() -> PathBuf {
+    repo().join("target/test-cluster/images")
+}

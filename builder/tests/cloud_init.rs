@@ -1,0 +1,259 @@
+//! `nodeimg cloud-init` against Debian trixie's real cloud-init (in a
+//! container image nodeimg builds from tests/host): schema validation,
+//! what the user-data says, what cloud-init's write_files leaves behind,
+//! and the mistakes refused before anything is written.
+
+mod support {
+    // Shared with tests/cluster.rs, which uses all of it.
+    #[allow(dead_code)]
+    pub mod images;
+}
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::images::{built_images_dir, loaded_host_image, loaded_images, repo};
+
+fn nodeimg(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// Runs `script` with /bin/sh in the cloud-init host image, `seed`
+/// mounted at /seed. (cloud-init needs a CA bundle, which comes from
+/// ca-certificates' maintainer script; the host's is lent.)
+fn in_host(seed: &Path, script: &str) -> Output {
+    Command::new("docker")
+        .args(["run", "--rm", "--network", "none"])
+        .args([
+            "-v",
+            "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro",
+        ])
+        .arg("-v")
+        .arg(format!("{}:/seed:ro", seed.display()))
+        .args(["--entrypoint", "/bin/sh", loaded_host_image(), "-c", script])
+        .output()
+        .unwrap()
+}
+
+struct Generated {
+    _dir: tempfile::TempDir,
+    work: PathBuf,
+}
+
+fn generate() -> Generated {
+    loaded_images();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_path_buf();
+    std::fs::copy(
+        repo().join("examples/cluster.toml"),
+        work.join("cluster.toml"),
+    )
+    .unwrap();
+    let init = nodeimg(&["secrets", "init", "--cluster", "cluster.toml"], &work);
+    assert!(init.status.success(), "{init:?}");
+    let images = built_images_dir();
+    let template = repo().join("cloud-init/node.yaml.j2");
+    let output = nodeimg(
+        &[
+            "cloud-init",
+            "cluster.toml",
+            "--images",
+            images.to_str().unwrap(),
+            "--template",
+            template.to_str().unwrap(),
+            "--nocloud",
+            "nocloud",
+        ],
+        &work,
+    );
+    assert!(output.status.success(), "{output:?}");
+    Generated { _dir: dir, work }
+}
+
+fn digest_of(role: &str) -> String {
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(built_images_dir().join(role).join("index.json")).unwrap(),
+    )
+    .unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn user_data_passes_cloud_init_schema_and_says_what_the_node_needs() {
+    let generated = generate();
+    for role in ["db", "haproxy"] {
+        let path = generated.work.join(format!("out/cloud-init/{role}.yaml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("#cloud-config\n"),
+            "no BOM, the header first"
+        );
+        assert!(text.len() <= 32 * 1024, "{role}: {} bytes", text.len());
+        let checked = in_host(
+            path.parent().unwrap(),
+            &format!("cloud-init schema --config-file /seed/{role}.yaml"),
+        );
+        let said = String::from_utf8_lossy(&checked.stdout).to_string()
+            + &String::from_utf8_lossy(&checked.stderr);
+        assert!(
+            checked.status.success() && said.contains("Valid schema"),
+            "{role}: {said}"
+        );
+
+        // Swap off now and after reboot, nothing recreating it.
+        assert!(text.contains("swapoff -a"));
+        assert!(text.contains("mounts:\n  - [ swap ]"));
+        assert!(text.contains("swap:\n  size: 0"));
+        // The image by digest, the pinned runtime, the unit.
+        let image = format!(
+            "registry.example.com/keybuzz/nodeimg-{role}@{}",
+            digest_of(role)
+        );
+        assert!(
+            text.contains(&format!("        {image}\n")),
+            "{role}: image not pinned by digest"
+        );
+        assert!(text.contains("[ docker.io, \"26.1.5+dfsg1-9+deb13u1\" ]"));
+        assert!(text.contains("ExecStart=/usr/bin/docker run --rm --name nodeimg --network host"));
+        assert!(text.contains("Restart=always"));
+        assert!(
+            text.contains("vm.overcommit_memory = 2") && text.contains("vm.overcommit_ratio = 90")
+        );
+        assert!(text.contains("RemoveIPC=no"));
+        assert!(text.contains("transparent_hugepage/enabled"));
+        if role == "db" {
+            assert!(text.contains("ExecStartPre=/usr/local/sbin/nodeimg-prepare-volume"));
+            assert!(text.contains("/dev/disk/by-id/scsi-0HC_Volume_*"));
+            assert!(
+                text.contains("if [ -z \"$fstype\" ]; then\n          mkfs.xfs"),
+                "formats only an empty volume"
+            );
+            assert!(text.contains("defaults,noatime"));
+            assert!(text.contains("chown 999:999"));
+            assert!(text.contains("--device /dev/watchdog") && text.contains("softdog"));
+        } else {
+            assert!(!text.contains("nodeimg-prepare-volume"));
+        }
+    }
+    // NoCloud seeds per node.
+    let meta =
+        std::fs::read_to_string(generated.work.join("nocloud/db-postgres-02/meta-data")).unwrap();
+    assert!(
+        meta.contains("local-hostname: db-postgres-02") && meta.contains("private-ip: 10.0.0.121")
+    );
+}
+
+#[test]
+fn real_cloud_init_writes_the_files_and_a_db_node_without_volume_stops() {
+    let generated = generate();
+    let spec = std::fs::read_to_string(generated.work.join("cluster.toml")).unwrap();
+    for (node, role) in [("db-postgres-01", "db"), ("haproxy-01", "haproxy")] {
+        let seed = generated.work.join("nocloud").join(node);
+        let output = in_host(
+            &seed,
+            "mkdir -p /etc/cloud/cloud.cfg.d && echo 'datasource_list: [ None ]' > /etc/cloud/cloud.cfg.d/99-test.cfg \
+             && cloud-init init >/dev/null 2>&1; \
+             cloud-init single --name write_files --frequency always --file /seed/user-data >/dev/null 2>&1 || exit 9; \
+             echo '--- cluster'; cat /etc/nodeimg/cluster.toml; \
+             echo '--- secrets'; ls -l /etc/nodeimg/secrets.toml; cat /etc/nodeimg/secrets.toml; \
+             echo '--- unit'; cat /etc/systemd/system/nodeimg.service; \
+             echo '--- volume'; if [ -x /usr/local/sbin/nodeimg-prepare-volume ]; then /usr/local/sbin/nodeimg-prepare-volume; echo \"status $?\"; fi",
+        );
+        let out = String::from_utf8_lossy(&output.stdout).to_string();
+        let err = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "{role}: {out}{err}");
+        let section = |name: &str| -> String {
+            let start = out.find(&format!("--- {name}\n")).unwrap() + name.len() + 5;
+            out[start..].split("\n--- ").next().unwrap().to_string()
+        };
+        assert_eq!(
+            section("cluster").trim_end(),
+            spec.trim_end(),
+            "{role}: the spec, byte for byte"
+        );
+        let secrets = section("secrets");
+        assert!(secrets.starts_with("-rw-------"), "{role}: {secrets}");
+        assert!(secrets.contains("scram = \"SCRAM-SHA-256$4096:"));
+        if role == "db" {
+            assert!(secrets.contains("superuser_password"));
+            // No Hetzner volume in a container: the node refuses, loudly.
+            assert!(section("volume").contains("status 1"), "{out}");
+            assert!(err.contains("no Hetzner volume attached"), "{err}");
+        } else {
+            assert!(
+                !secrets.contains("password"),
+                "proxies get verifiers only: {secrets}"
+            );
+        }
+        assert!(section("unit").contains(&digest_of(role)));
+    }
+}
+
+#[test]
+fn mistakes_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let spec = std::fs::read_to_string(repo().join("examples/cluster.toml")).unwrap();
+    std::fs::write(work.join("cluster.toml"), &spec).unwrap();
+    assert!(
+        nodeimg(&["secrets", "init", "--cluster", "cluster.toml"], work)
+            .status
+            .success()
+    );
+    let template = repo().join("cloud-init/node.yaml.j2");
+    let images = built_images_dir();
+    let attempt = |spec_file: &str, secrets: &str, images: &Path| -> String {
+        let output = nodeimg(
+            &[
+                "cloud-init",
+                spec_file,
+                "--secrets",
+                secrets,
+                "--images",
+                images.to_str().unwrap(),
+                "--template",
+                template.to_str().unwrap(),
+            ],
+            work,
+        );
+        assert!(!output.status.success());
+        assert!(!work.join("out").exists(), "nothing written");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    loaded_images();
+    let edited = |name: &str, from: &str, to: &str| {
+        std::fs::write(work.join(name), spec.replace(from, to)).unwrap();
+        name.to_string()
+    };
+    let dup = edited("dup.toml", "ip = \"10.0.0.12\"", "ip = \"10.0.0.11\"");
+    assert!(attempt(&dup, "cluster.secrets.toml", &images).contains("duplicate member address"));
+    let outside = edited("outside.toml", "ip = \"10.0.0.122\"", "ip = \"172.16.0.9\"");
+    assert!(
+        attempt(&outside, "cluster.secrets.toml", &images).contains("outside the private network")
+    );
+    let even = edited(
+        "even.toml",
+        "[[db]]\nname = \"db-postgres-03\"\nip = \"10.0.0.122\"\n",
+        "",
+    );
+    assert!(attempt(&even, "cluster.secrets.toml", &images).contains("odd number"));
+    std::fs::write(
+        work.join("partial.toml"),
+        "superuser_password = \"a-long-enough-secret\"\n",
+    )
+    .unwrap();
+    assert!(attempt("cluster.toml", "partial.toml", &images).contains("replication_password"));
+    let empty = tempfile::tempdir().unwrap();
+    let never = attempt("cluster.toml", "cluster.secrets.toml", empty.path());
+    assert!(
+        never.contains("never built") && never.contains("nodeimg build recipes/db.toml"),
+        "{never}"
+    );
+}
