@@ -149,7 +149,7 @@ fn fit(role: &str, text: String, context: &Context) -> Result<String, CloudInitE
             text.len() - context.cluster_toml_gz.len() - context.secrets_gz.len(),
         ),
     ];
-    parts.sort_by(|a, b| b.1.cmp(&a.1));
+    parts.sort_by_key(|part| std::cmp::Reverse(part.1));
     Err(CloudInitError::TooBig {
         role: role.to_string(),
         size: packed.len(),
