@@ -146,7 +146,8 @@ fn fit(role: &str, text: String, context: &Context) -> Result<String, CloudInitE
         ("secrets", context.secrets_gz.len()),
         (
             "the rest of the template",
-            text.len() - context.cluster_toml_gz.len() - context.secrets_gz.len(),
+            text.len()
+                .saturating_sub(context.cluster_toml_gz.len() + context.secrets_gz.len()),
         ),
     ];
     parts.sort_by_key(|part| std::cmp::Reverse(part.1));
@@ -164,4 +165,45 @@ fn fit(role: &str, text: String, context: &Context) -> Result<String, CloudInitE
 /// A NoCloud `meta-data` for one member, for local VM or container tests.
 pub fn nocloud_meta_data(name: &str, ip: std::net::Ipv4Addr) -> String {
     format!("instance-id: {name}\nlocal-hostname: {name}\nprivate-ip: {ip}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(secrets: usize) -> Context<'static> {
+        Context {
+            role: "db",
+            cluster: "t",
+            image: "r/db@sha256:x".into(),
+            docker_version: "1",
+            data_dir: "/d",
+            allow_root_disk: false,
+            cluster_toml_gz: "c".repeat(100),
+            secrets_gz: "s".repeat(secrets),
+        }
+    }
+
+    #[test]
+    fn small_user_data_stays_text_big_is_gzipped_too_big_names_the_parts() {
+        assert_eq!(
+            fit("db", "#cloud-config\n".into(), &context(1)).unwrap(),
+            "#cloud-config\n"
+        );
+        // Compressible text over the limit is sent as one line of base64.
+        let big = format!("#cloud-config\n# {}\n", "x".repeat(40_000));
+        let packed = fit("db", big, &context(1)).unwrap();
+        assert!(packed.len() <= USER_DATA_LIMIT && !packed.contains('\n'));
+        // Random bytes do not compress: refused, biggest part first.
+        use rand::{Rng, SeedableRng};
+        let noise: String = rand::rngs::StdRng::seed_from_u64(7)
+            .sample_iter(&rand::distributions::Alphanumeric)
+            .take(40_000)
+            .map(char::from)
+            .collect();
+        let text = format!("#cloud-config\n{noise}");
+        let err = fit("db", text, &context(60_000)).unwrap_err().to_string();
+        assert!(err.contains("over Hetzner's 32 KiB limit"), "{err}");
+        assert!(err.contains("biggest parts: secrets 60000 bytes"), "{err}");
+    }
 }

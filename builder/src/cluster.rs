@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     pub cluster: ClusterInfo,
-    /// Database nodes: PostgreSQL + Patroni (+ etcd).
-    #[serde(rename = "db")]
+    /// Database nodes: PostgreSQL + Patroni (+ etcd). Optional for serde
+    /// so that a spec without any is refused by the rule that names it.
+    #[serde(default, rename = "db")]
     pub db_members: Vec<Member>,
     /// Proxy nodes: HAProxy + PgBouncer.
     #[serde(default, rename = "haproxy")]
@@ -38,6 +39,33 @@ pub struct ClusterSpec {
     pub images: BTreeMap<String, String>,
     #[serde(default)]
     pub hosts: HostSettings,
+    #[serde(default)]
+    pub hetzner: HetznerSettings,
+}
+
+/// What `nodeimg plan` creates on Hetzner Cloud.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HetznerSettings {
+    pub location: String,
+    pub network_zone: String,
+    pub image: String,
+    pub db_server_type: String,
+    pub haproxy_server_type: String,
+    pub db_volume_gb: u32,
+}
+
+impl Default for HetznerSettings {
+    fn default() -> HetznerSettings {
+        HetznerSettings {
+            location: "fsn1".into(),
+            network_zone: "eu-central".into(),
+            image: "debian-13".into(),
+            db_server_type: "cpx31".into(),
+            haproxy_server_type: "cpx11".into(),
+            db_volume_gb: 50,
+        }
+    }
 }
 
 /// How the servers themselves are prepared (cloud-init).
@@ -276,14 +304,75 @@ impl Role {
 pub enum ClusterError {
     #[error("cluster spec {path}: {err}")]
     Read { path: PathBuf, err: std::io::Error },
-    #[error("cluster spec {path}: {err}")]
-    Parse { path: PathBuf, err: String },
-    #[error("cluster spec {path}: {field}: {rule}")]
+    /// Not TOML, or not the spec's shape (unknown or missing field, wrong
+    /// type); `line` is where the TOML parser put it.
+    #[error("cluster spec {}: {err}", location(.path, *.line))]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        err: String,
+    },
+    /// Well-formed, but breaks a rule; `field` is a path into the spec
+    /// (`db[2].ip`), `line` where that field is written, if it is.
+    #[error("cluster spec {}: {field}: {rule}", location(.path, *.line))]
     Invalid {
         path: PathBuf,
+        line: Option<usize>,
         field: String,
         rule: String,
     },
+}
+
+/// `path:line`, as editors and compilers write a place in a file.
+fn location(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+/// The 1-based line of the byte at `offset`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where `field` (`db[2].ip`, `patroni.ttl`) is written in the
+/// spec text, or its nearest written ancestor; None when not even the
+/// top-level key is (a rule broken by the defaults).
+fn line_of_field(text: &str, field: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let document = DeTable::parse(text).ok()?;
+    let mut table: &DeTable = document.get_ref();
+    let mut found = None;
+    for segment in field.split('.') {
+        let (key, index) = match segment.split_once('[') {
+            Some((key, rest)) => (key, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let Some((written_key, mut value)) = table.iter().find(|(k, _)| k.get_ref() == key) else {
+            break;
+        };
+        found = Some(written_key.span().start);
+        if let Some(index) = index {
+            let DeValue::Array(items) = value.get_ref() else {
+                break;
+            };
+            let Some(item) = items.get(index) else {
+                break;
+            };
+            found = Some(item.span().start);
+            value = item;
+        }
+        let DeValue::Table(inner) = value.get_ref() else {
+            break;
+        };
+        table = inner;
+    }
+    found.map(|offset| line_at(text, offset))
 }
 
 /// Users nodeimg itself creates (Patroni's superuser, replication and
@@ -339,11 +428,13 @@ impl ClusterSpec {
     pub fn parse(text: &str, path: &Path) -> Result<ClusterSpec, ClusterError> {
         let spec: ClusterSpec = toml::from_str(text).map_err(|err| ClusterError::Parse {
             path: path.to_path_buf(),
-            err: err.to_string(),
+            line: err.span().map(|span| line_at(text, span.start)),
+            err: err.message().trim_end().to_string(),
         })?;
         spec.validate()
             .map_err(|(field, rule)| ClusterError::Invalid {
                 path: path.to_path_buf(),
+                line: line_of_field(text, &field),
                 field,
                 rule,
             })?;
@@ -490,7 +581,26 @@ impl ClusterSpec {
                 "loop_wait and retry_timeout must be at least 1 second".into(),
             );
         }
+        if !self.postgresql.data_dir.starts_with('/') {
+            return fail(
+                "postgresql.data_dir",
+                format!(
+                    "{:?} must be an absolute path (Patroni and initdb resolve it from different directories)",
+                    self.postgresql.data_dir
+                ),
+            );
+        }
         for (name, value) in &self.postgresql.parameters {
+            if matches!(
+                value,
+                toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)
+            ) {
+                return fail(
+                    &format!("postgresql.parameters.{name}"),
+                    "a server parameter is one string, number or boolean (write lists as \"a,b\")"
+                        .into(),
+                );
+            }
             if let Some((_, fixed, why)) = FIXED_PARAMETERS.iter().find(|(n, _, _)| n == name)
                 && parameter_text(value) != *fixed
             {
@@ -624,6 +734,33 @@ impl ClusterSpec {
         if all.iter().collect::<BTreeSet<_>>().len() != all.len() || all.contains(&0) {
             return fail("ports", "every port must be set and different".into());
         }
+        for (role, repository) in &self.images {
+            if ![Role::Db, Role::Haproxy].iter().any(|r| r.as_str() == role) {
+                return fail(
+                    &format!("images.{role}"),
+                    format!("{role:?} is not a role: the roles are db and haproxy"),
+                );
+            }
+            if repository.is_empty()
+                || repository.contains(char::is_whitespace)
+                || repository.contains("://")
+            {
+                return fail(
+                    &format!("images.{role}"),
+                    format!(
+                        "{repository:?} is not a repository reference like registry.example.com/nodeimg/{role}"
+                    ),
+                );
+            }
+            if repository.contains('@') {
+                return fail(
+                    &format!("images.{role}"),
+                    format!(
+                        "{repository:?} carries a digest: name only the repository, the digest is taken from the image `nodeimg build` made"
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -700,5 +837,152 @@ mod tests {
         let (net, prefix) = parse_cidr("10.0.0.0/24").unwrap();
         assert!(in_network("10.0.0.120".parse().unwrap(), net, prefix));
         assert!(!in_network("10.0.1.1".parse().unwrap(), net, prefix));
+    }
+
+    const SMALL: &str = r#"[cluster]
+name = "small"
+cidr = "10.1.0.0/24"
+
+[[db]]
+name = "db-1"
+ip = "10.1.0.5"
+
+[[haproxy]]
+name = "proxy-1"
+ip = "10.1.0.9"
+"#;
+
+    fn parse(text: &str) -> Result<ClusterSpec, ClusterError> {
+        ClusterSpec::parse(text, Path::new("small.toml"))
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_recommended_defaults() {
+        let spec = parse(SMALL).unwrap();
+        assert_eq!(spec.cluster.dcs, Dcs::Etcd);
+        let parameters = spec.effective_parameters();
+        for (name, value) in [
+            ("jit", "off"),
+            ("password_encryption", "scram-sha-256"),
+            ("wal_level", "replica"),
+            ("hot_standby", "on"),
+            ("max_wal_senders", "10"),
+        ] {
+            assert_eq!(parameters[name], value, "{name}");
+        }
+        let patroni = &spec.patroni;
+        assert_eq!(
+            (patroni.ttl, patroni.loop_wait, patroni.retry_timeout),
+            (30, 10, 10)
+        );
+        let ports = &spec.ports;
+        assert_eq!(
+            [
+                ports.postgres,
+                ports.patroni,
+                ports.etcd_client,
+                ports.etcd_peer
+            ],
+            [5432, 8008, 2379, 2380]
+        );
+        assert_eq!(
+            [
+                ports.haproxy_primary,
+                ports.haproxy_replicas,
+                ports.haproxy_stats,
+                ports.pgbouncer
+            ],
+            [5000, 5001, 7000, 6432]
+        );
+    }
+
+    #[test]
+    fn members_are_found_by_address_and_name_with_their_role() {
+        let spec = parse(SMALL).unwrap();
+        let (role, member) = spec.member_by_ip("10.1.0.9".parse().unwrap()).unwrap();
+        assert_eq!((role, member.name.as_str()), (Role::Haproxy, "proxy-1"));
+        let (role, member) = spec.member_by_name("db-1").unwrap();
+        assert_eq!((role, member.ip), (Role::Db, "10.1.0.5".parse().unwrap()));
+        assert!(spec.member_by_ip("10.1.0.6".parse().unwrap()).is_none());
+        assert!(spec.member_by_name("db-2").is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_file_line_and_field() {
+        let err = parse(&SMALL.replace("10.1.0.9", "10.2.0.9")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cluster spec small.toml:11: haproxy[0].ip: 10.2.0.9 is outside"),
+            "{err}"
+        );
+        // A rule broken by a table as a whole points at its header.
+        let err = parse(&format!("{SMALL}\n[patroni]\nttl = 20\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cluster spec small.toml:13: patroni: "),
+            "{err}"
+        );
+        let err = parse(&format!("{SMALL}\n[ports]\npatroni = 5432\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cluster spec small.toml:13: ports: "),
+            "{err}"
+        );
+        // A rule about what is not written at all: no line to show.
+        let err =
+            parse(&SMALL.replace("[[db]]\nname = \"db-1\"\nip = \"10.1.0.5\"\n", "")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cluster spec small.toml: db: a cluster needs at least one db member"),
+            "{err}"
+        );
+        let err = parse(&SMALL.replace("ip = \"10.1.0.5\"", "ip = \"10.1.0.5\"\nport = 5432"))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cluster spec small.toml:8: unknown field `port`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_references_name_a_role_and_a_repository_only() {
+        let with_images = |images: &str| parse(&format!("{SMALL}\n[images]\n{images}\n"));
+        assert!(with_images("db = \"registry.example.com/nodeimg/db\"").is_ok());
+        for (images, rule) in [
+            (
+                "proxy = \"r.example.com/p\"",
+                "the roles are db and haproxy",
+            ),
+            ("db = \"r.example.com/db@sha256:00\"", "carries a digest"),
+            (
+                "db = \"https://r.example.com/db\"",
+                "not a repository reference",
+            ),
+            ("db = \"\"", "not a repository reference"),
+        ] {
+            let err = with_images(images).unwrap_err().to_string();
+            assert!(err.contains(rule), "{images}: {err}");
+        }
+    }
+
+    #[test]
+    fn server_parameters_are_scalars_and_the_pinned_ones_stay_pinned() {
+        let with = |line: &str| parse(&format!("{SMALL}\n[postgresql.parameters]\n{line}\n"));
+        let spec = with("work_mem = \"64MB\"\nmax_connections = 300\nfsync = true").unwrap();
+        let parameters = spec.effective_parameters();
+        assert_eq!(parameters["max_connections"], "300");
+        assert_eq!(parameters["fsync"], "on");
+        let err = with("shared_preload_libraries = [\"a\", \"b\"]").unwrap_err();
+        assert!(
+            err.to_string().contains("one string, number or boolean"),
+            "{err}"
+        );
+        let err = with("jit = true").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("postgresql.parameters.jit: must be off"),
+            "{err}"
+        );
     }
 }

@@ -106,6 +106,26 @@ enum Command {
         nocloud: Option<PathBuf>,
     },
 
+    /// Print the Hetzner Cloud steps that create the cluster.
+    ///
+    /// As hcloud commands (network, a volume per db node, servers created
+    /// stopped with the role's user-data, attached to the network at the
+    /// spec's address, then started), or with --json as the request bodies
+    /// of the Hetzner Cloud API. Reads out/cloud-init/<role>.yaml.
+    ///
+    /// Examples:
+    ///   nodeimg plan cluster.toml > create-cluster.sh
+    ///   nodeimg plan cluster.toml --json
+    #[command(verbatim_doc_comment)]
+    Plan {
+        cluster: PathBuf,
+        /// Where `nodeimg cloud-init` wrote the user-data.
+        #[arg(long, default_value = "out/cloud-init")]
+        user_data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Create and split the cluster's secrets file (never committed, never
     /// in an image).
     #[command(subcommand)]
@@ -346,6 +366,15 @@ fn main() -> ExitCode {
         .unwrap_or(Duration::from_secs(1));
     let fetcher = Fetcher::new(cli.attempts, backoff);
     let result = match cli.command {
+        Command::Plan {
+            cluster,
+            user_data,
+            json,
+        } => commands::plan::run(&commands::plan::PlanOptions {
+            cluster,
+            user_data,
+            json,
+        }),
         Command::CloudInit {
             cluster,
             secrets,

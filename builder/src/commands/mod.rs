@@ -6,4 +6,5 @@ pub mod cloud_init;
 pub mod fetch;
 pub mod inspect;
 pub mod lock;
+pub mod plan;
 pub mod secrets;
