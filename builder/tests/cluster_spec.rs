@@ -119,7 +119,7 @@ fn the_example_holds_no_secret() {
         .iter()
         .filter(|k| k.as_str() != "password_encryption")
         .filter(|k| {
-            ["password", "secret", "scram", "key"]
+            ["password", "secret", "scram", "private_key", "token"]
                 .iter()
                 .any(|s| k.contains(s))
         })
