@@ -14,10 +14,15 @@ need=()
 for tool in gpg gpgv dpkg xz skopeo umoci strip psql; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# The SCRAM test starts its own PostgreSQL server (initdb in a temp dir).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing test tools: ${need[*]}" >&2
+    # No cluster of Debian's own on port 5432: the tests start their own.
+    as_root mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/nodeimg-tests.conf >/dev/null
     as_root apt-get -o DPkg::Lock::Timeout=600 update
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql
 fi
 
 cargo fmt --all -- --check
