@@ -20,7 +20,7 @@ use crate::rootfs::{Content, Entry, MERGED_USR_AMD64, Rootfs, RootfsError};
 
 /// Bump when the way layers are made changes, so old cache entries are
 /// never reused for a new format.
-const FORMAT: &str = "nodeimg-layer-1";
+const FORMAT: &str = "nodeimg-layer-2";
 
 /// What, besides the packages, decides a layer's bytes.
 pub struct LayerSettings {
@@ -56,6 +56,10 @@ pub struct LayerRecord {
     pub entries: Vec<IndexedEntry>,
     /// `(package, control file)` in lock order.
     pub controls: Vec<(String, String)>,
+    /// CA certificates the layer ships (`usr/share/ca-certificates/…`),
+    /// path and PEM, for the bundle ca-certificates' postinst would make.
+    #[serde(default)]
+    pub ca_certificates: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +188,7 @@ impl LayerCache {
             layer,
             entries: index(&rootfs),
             controls,
+            ca_certificates: ca_certificates(&rootfs),
         };
         let json = serde_json::to_vec(&record).expect("a layer record serializes");
         crate::fsutil::write_atomic(&self.records.join(format!("{key}.json")), &json, 0o644)
@@ -216,12 +221,26 @@ impl LayerCache {
             layer,
             entries: Vec::new(),
             controls: Vec::new(),
+            ca_certificates: Vec::new(),
         };
         let json = serde_json::to_vec(&record).expect("a layer record serializes");
         crate::fsutil::write_atomic(&self.records.join(format!("{key}.json")), &json, 0o644)
             .map_err(write_error)?;
         Ok(record.layer)
     }
+}
+
+fn ca_certificates(rootfs: &Rootfs) -> Vec<(String, String)> {
+    rootfs
+        .entries
+        .range("usr/share/ca-certificates/".to_string()..)
+        .take_while(|(path, _)| path.starts_with("usr/share/ca-certificates/"))
+        .filter(|(path, _)| path.ends_with(".crt"))
+        .filter_map(|(path, entry)| match &entry.content {
+            Content::File(data) => Some((path.clone(), String::from_utf8_lossy(data).into_owned())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn index(rootfs: &Rootfs) -> Vec<IndexedEntry> {

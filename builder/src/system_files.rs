@@ -87,3 +87,21 @@ pub fn add_provenance(rootfs: &mut Rootfs, recipe: &[u8], lock: &[u8], mtime: u6
         );
     }
 }
+
+/// `/etc/ssl/certs/ca-certificates.crt`, as ca-certificates' postinst
+/// (update-ca-certificates) would make it: every shipped certificate, in
+/// path order. Nothing when no package ships certificates.
+pub fn add_ca_bundle(rootfs: &mut Rootfs, certificates: &[&(String, String)], mtime: u64) {
+    if certificates.is_empty() {
+        return;
+    }
+    let mut bundle = String::new();
+    for (_, pem) in certificates {
+        bundle.push_str(pem.trim_end());
+        bundle.push('\n');
+    }
+    rootfs.entries.insert(
+        "etc/ssl/certs/ca-certificates.crt".into(),
+        Entry::file(bundle.into_bytes(), 0o644, mtime),
+    );
+}

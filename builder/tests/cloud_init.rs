@@ -23,8 +23,8 @@ fn nodeimg(args: &[&str], dir: &Path) -> Output {
 }
 
 /// Runs `script` with /bin/sh in the cloud-init host image, `seed`
-/// mounted at /seed. (cloud-init needs a CA bundle, which comes from
-/// ca-certificates' maintainer script; the host's is lent.)
+/// mounted at /seed. (cloud-init's HTTP stack needs the CA bundle that
+/// ca-certificates' postinst would make; nodeimg's build makes it.)
 fn in_host(seed: &Path, script: &str) -> Output {
     Command::new("docker")
         .args(["run", "--rm", "--network", "none"])

@@ -288,14 +288,17 @@ fn write_image(
             description.clone(),
         );
     }
-    let assembled = oci::assemble(
+    let mut assembled = oci::assemble(
         &image.recipe.recipe.image,
         &image.recipe.recipe.recipe.architecture,
         image.epoch as i64,
         layers,
         annotations,
-        format!("nodeimg/{role}:{short}"),
+        String::new(),
     );
+    // Tagged by the manifest digest: a rebuild with another agent or
+    // overlay gets another tag instead of taking over the old one.
+    assembled.reference = format!("nodeimg/{role}:{}", &assembled.manifest_digest[7..19]);
     let sbom = crate::sbom::spdx(
         role,
         &image.lock,
@@ -353,6 +356,12 @@ fn generated_layer(image: &Planned, records: &[LayerRecord], dir: &Path) -> anyh
         .filter_map(|p| controls.get(p.name.as_str()).map(|c| c.to_string()))
         .collect();
     system_files::add_dpkg_status(&mut rootfs, &ordered, epoch);
+    let mut certificates: Vec<&(String, String)> = records
+        .iter()
+        .flat_map(|r| r.ca_certificates.iter())
+        .collect();
+    certificates.sort();
+    system_files::add_ca_bundle(&mut rootfs, &certificates, epoch);
     let recipe_bytes = std::fs::read(&image.recipe.path)?;
     let lock_bytes = std::fs::read(image.recipe.default_lock_path())?;
     system_files::add_provenance(&mut rootfs, &recipe_bytes, &lock_bytes, epoch);
