@@ -106,6 +106,19 @@ enum Command {
         nocloud: Option<PathBuf>,
     },
 
+    /// Re-check a built image layout: every blob against its digest and
+    /// size, every layer against the config's diff_ids, and the SBOM beside
+    /// it (images/<role>.spdx.json) against the lock inside the image. Any
+    /// mismatch names the blob or package; exits non-zero.
+    ///
+    /// Example:
+    ///   nodeimg verify images/db
+    #[command(verbatim_doc_comment)]
+    Verify {
+        /// The layout, e.g. images/db.
+        layout: PathBuf,
+    },
+
     /// Print the Hetzner Cloud steps that create the cluster.
     ///
     /// As hcloud commands (network, a volume per db node, servers created
@@ -366,6 +379,9 @@ fn main() -> ExitCode {
         .unwrap_or(Duration::from_secs(1));
     let fetcher = Fetcher::new(cli.attempts, backoff);
     let result = match cli.command {
+        Command::Verify { layout } => {
+            commands::verify::run(&commands::verify::VerifyOptions { layout })
+        }
         Command::Plan {
             cluster,
             user_data,

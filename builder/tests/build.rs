@@ -481,3 +481,56 @@ fn a_full_disk_fails_clearly_and_leaves_no_image() {
     );
     assert_eq!(stdout.trim(), "left:", "nothing half-written in /out");
 }
+
+#[test]
+fn verify_accepts_the_build_and_names_a_damaged_blob() {
+    let built = built();
+    let copy = tempfile::tempdir().unwrap();
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(built.first.join("haproxy"))
+        .arg(built.first.join("haproxy.spdx.json"))
+        .arg(copy.path()));
+    let layout = copy.path().join("haproxy");
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+            .arg("verify")
+            .arg(&layout)
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("agrees with the lock"));
+
+    // The SBOM must match the lock inside the image.
+    let sbom_path = copy.path().join("haproxy.spdx.json");
+    let sbom = std::fs::read_to_string(&sbom_path).unwrap();
+    std::fs::write(
+        &sbom_path,
+        sbom.replace("\"name\":\"pgbouncer\"", "\"name\":\"pgbouncer-fake\""),
+    )
+    .unwrap();
+    let bad_sbom = verify();
+    assert!(!bad_sbom.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad_sbom.stderr).contains("pgbouncer"),
+        "{bad_sbom:?}"
+    );
+    std::fs::write(&sbom_path, sbom).unwrap();
+
+    // One flipped byte in a layer: refused, and the blob is named.
+    let layers = manifest_layers(&layout);
+    let blob = layout.join("blobs/sha256").join(&layers[1][7..]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let damaged = verify();
+    let stderr = String::from_utf8_lossy(&damaged.stderr);
+    assert!(!damaged.status.success());
+    assert!(
+        stderr.contains(&layers[1]) && stderr.contains("damaged"),
+        "{stderr}"
+    );
+}

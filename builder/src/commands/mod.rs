@@ -8,3 +8,4 @@ pub mod inspect;
 pub mod lock;
 pub mod plan;
 pub mod secrets;
+pub mod verify;
