@@ -40,16 +40,30 @@ pub enum CloudInitError {
     },
 }
 
+/// Where a node gets its image from.
+pub enum ImageSource<'a> {
+    /// Pulled by digest from the spec's `[images]` repository.
+    Registry { digest: &'a str },
+    /// Loaded by a bundle's install.sh: the unit runs the loaded reference
+    /// and refuses to start unless its image ID is one of `ids` (the config
+    /// digest on Docker's classic store, the manifest digest on containerd's).
+    Bundle { reference: &'a str, ids: [&'a str; 2] },
+}
+
 #[derive(Serialize)]
 struct Context<'a> {
     role: &'a str,
     cluster: &'a str,
     image: String,
+    /// Set for bundle installs: the image IDs the unit accepts.
+    bundle_image_ids: Option<[&'a str; 2]>,
     docker_version: &'a str,
     data_dir: &'a str,
     allow_root_disk: bool,
     cluster_toml_gz: String,
-    secrets_gz: String,
+    /// None when the secrets reach the node another way (a bundle made
+    /// without --with-secrets): the unit then waits for the file.
+    secrets_gz: Option<String>,
 }
 
 /// One-line base64 of gzip, as cloud-init's `gz+b64` encoding reads it.
@@ -77,13 +91,15 @@ pub fn built_digest(images: &Path, role: &str) -> Result<String, CloudInitError>
         .ok_or_else(not_built)
 }
 
-/// The user-data for every node of `role`.
+/// The user-data for every node of `role`. `include_secrets` false leaves
+/// the role's secrets out (they are still checked to be complete).
 pub fn render(
     spec: &ClusterSpec,
     spec_text: &str,
     role: Role,
     secrets: &Secrets,
-    digest: &str,
+    image: &ImageSource,
+    include_secrets: bool,
     template: &Path,
 ) -> Result<String, CloudInitError> {
     let name = role.as_str();
@@ -95,22 +111,29 @@ pub fn render(
     if let Some(member) = view_member {
         crate::render::NodeView::build(spec, role, member, secrets, "/usr/lib/postgresql/17/bin")?;
     }
-    let repository = spec
-        .images
-        .get(name)
-        .ok_or_else(|| CloudInitError::NoRepository {
-            role: name.to_string(),
-        })?;
+    let (image, bundle_image_ids) = match image {
+        ImageSource::Registry { digest } => {
+            let repository =
+                spec.images
+                    .get(name)
+                    .ok_or_else(|| CloudInitError::NoRepository {
+                        role: name.to_string(),
+                    })?;
+            (format!("{repository}@{digest}"), None)
+        }
+        ImageSource::Bundle { reference, ids } => (reference.to_string(), Some(*ids)),
+    };
     let role_secrets = secrets.for_role(name).to_toml();
     let context = Context {
         role: name,
         cluster: &spec.cluster.name,
-        image: format!("{repository}@{digest}"),
+        image,
+        bundle_image_ids,
         docker_version: &spec.hosts.docker_version,
         data_dir: &spec.hosts.data_dir,
         allow_root_disk: spec.hosts.allow_root_disk,
         cluster_toml_gz: gzip_base64(spec_text.as_bytes()),
-        secrets_gz: gzip_base64(role_secrets.as_bytes()),
+        secrets_gz: include_secrets.then(|| gzip_base64(role_secrets.as_bytes())),
     };
     let source = std::fs::read_to_string(template).map_err(|err| CloudInitError::Template {
         path: template.display().to_string(),
@@ -141,13 +164,14 @@ fn fit(role: &str, text: String, context: &Context) -> Result<String, CloudInitE
     if packed.len() <= USER_DATA_LIMIT {
         return Ok(packed);
     }
+    let secrets_len = context.secrets_gz.as_ref().map_or(0, String::len);
     let mut parts = [
         ("cluster spec", context.cluster_toml_gz.len()),
-        ("secrets", context.secrets_gz.len()),
+        ("secrets", secrets_len),
         (
             "the rest of the template",
             text.len()
-                .saturating_sub(context.cluster_toml_gz.len() + context.secrets_gz.len()),
+                .saturating_sub(context.cluster_toml_gz.len() + secrets_len),
         ),
     ];
     parts.sort_by_key(|part| std::cmp::Reverse(part.1));
@@ -176,11 +200,12 @@ mod tests {
             role: "db",
             cluster: "t",
             image: "r/db@sha256:x".into(),
+            bundle_image_ids: None,
             docker_version: "1",
             data_dir: "/d",
             allow_root_disk: false,
             cluster_toml_gz: "c".repeat(100),
-            secrets_gz: "s".repeat(secrets),
+            secrets_gz: Some("s".repeat(secrets)),
         }
     }
 

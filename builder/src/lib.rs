@@ -3,6 +3,7 @@
 //! described in DESIGN.md.
 
 pub mod bootstrap_sql;
+pub mod bundle;
 pub mod cloud_init;
 pub mod cluster;
 pub mod commands;
@@ -10,6 +11,7 @@ pub mod deb;
 pub mod deb822;
 pub mod fetch;
 pub mod fsutil;
+pub mod host_install;
 pub mod identity;
 pub mod index;
 pub mod layer;
@@ -32,4 +34,5 @@ pub mod secrets;
 pub mod signature;
 pub mod supervise;
 pub mod system_files;
+pub mod tarball;
 pub mod version;

@@ -74,6 +74,30 @@ pub fn rfc3339(epoch: i64) -> String {
     )
 }
 
+/// Unix seconds of an RFC 3339 UTC time as `rfc3339` writes it
+/// (`YYYY-MM-DDTHH:MM:SSZ`); None for any other form.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 20 || bytes[19] != b'Z' || bytes[10] != b'T' {
+        return None;
+    }
+    let field = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (field(0..4)?, field(5..7)?, field(8..10)?);
+    let (hour, minute, second) = (field(11..13)?, field(14..16)?, field(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), the inverse of rfc3339.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 /// A finished image: its blobs and the documents that name them.
 pub struct Image {
     pub layers: Vec<Layer>,
@@ -257,43 +281,20 @@ impl Image {
 
     /// A reproducible tarball of the layout (sorted, fixed headers).
     pub fn write_tarball(&self, out: impl Write, mtime: u64) -> std::io::Result<()> {
-        let mut builder = tar::Builder::new(out);
-        let mut dirs_done = std::collections::BTreeSet::new();
+        let mut files = Vec::new();
         for (path, payload) in self.files() {
-            if let Some((dir, _)) = path.rsplit_once('/') {
-                let mut prefix = String::new();
-                for part in dir.split('/') {
-                    prefix = if prefix.is_empty() {
-                        part.to_string()
-                    } else {
-                        format!("{prefix}/{part}")
-                    };
-                    if dirs_done.insert(prefix.clone()) {
-                        let mut header = tar::Header::new_ustar();
-                        header.set_entry_type(tar::EntryType::Directory);
-                        header.set_mode(0o755);
-                        header.set_mtime(mtime);
-                        header.set_size(0);
-                        builder.append_data(&mut header, format!("{prefix}/"), std::io::empty())?;
-                    }
-                }
-            }
-            let mut header = tar::Header::new_ustar();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(0o644);
-            header.set_mtime(mtime);
-            header.set_size(payload.size());
-            let mut bytes = Vec::new();
-            let reader: Box<dyn std::io::Read> = match &payload {
-                Payload::Bytes(b) => Box::new(b.as_slice()),
+            let bytes = match payload {
+                Payload::Bytes(bytes) => bytes,
+                // Read through copy_to so that a damaged blob is refused.
                 Payload::Blob(_) => {
+                    let mut bytes = Vec::with_capacity(payload.size() as usize);
                     payload.copy_to(&mut bytes)?;
-                    Box::new(bytes.as_slice())
+                    bytes
                 }
             };
-            builder.append_data(&mut header, &path, reader)?;
+            files.push(crate::tarball::TarFile::bytes(path, 0o644, bytes));
         }
-        builder.into_inner()?.flush()
+        crate::tarball::write(out, mtime, files)
     }
 }
 
@@ -365,5 +366,9 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_789_199_741), "2026-09-12T07:55:41Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        for epoch in [0, 951_782_400, 1_789_199_741, 1_795_227_046, 4_102_444_799] {
+            assert_eq!(parse_rfc3339(&rfc3339(epoch)), Some(epoch));
+        }
+        assert_eq!(parse_rfc3339("2026-09-12 07:55:41"), None);
     }
 }

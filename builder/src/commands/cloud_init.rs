@@ -38,7 +38,8 @@ pub fn run(options: &CloudInitOptions) -> anyhow::Result<()> {
             &spec_text,
             role,
             &secrets,
-            &digest,
+            &cloud_init::ImageSource::Registry { digest: &digest },
+            true,
             &options.template,
         )?;
         rendered.push((role, text));

@@ -2,6 +2,7 @@
 
 pub mod boot;
 pub mod build;
+pub mod bundle;
 pub mod cloud_init;
 pub mod fetch;
 pub mod inspect;

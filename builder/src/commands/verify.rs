@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub struct VerifyOptions {
-    pub layout: PathBuf,
+    pub path: PathBuf,
 }
 
 fn blob_path(layout: &Path, digest: &str) -> PathBuf {
@@ -72,7 +72,7 @@ fn unpack_layer(path: &Path) -> anyhow::Result<(String, Option<String>)> {
 }
 
 pub fn run(options: &VerifyOptions) -> anyhow::Result<()> {
-    let layout = &options.layout;
+    let layout = &options.path;
     if !layout.join("oci-layout").is_file() {
         bail!(
             "{} is not an OCI image layout (no oci-layout file)",

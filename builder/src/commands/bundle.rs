@@ -1,0 +1,193 @@
+//! `nodeimg bundle`: one reproducible archive an air-gapped site installs
+//! from (see `bundle.rs` for what it holds). Everything is rendered and
+//! checked before the archive is written, and it is written beside the
+//! output under a temporary name, then renamed.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::bundle::{self, RoleImage};
+use crate::cloud_init::{self, ImageSource};
+use crate::cluster::{ClusterSpec, Role};
+use crate::host_install;
+use crate::secrets::Secrets;
+use crate::tarball::TarFile;
+
+pub struct BundleOptions {
+    pub cluster: PathBuf,
+    pub secrets: PathBuf,
+    pub images: PathBuf,
+    pub template: PathBuf,
+    pub output: PathBuf,
+    pub with_secrets: bool,
+}
+
+const README: &str = "\
+nodeimg cluster bundle
+
+  sh install.sh --help            what the installer does
+  sh install.sh --role db --secrets db.secrets.toml
+  nodeimg verify <this folder or the .tar>
+
+install.sh checks every file against SHA256SUMS, loads images/ (one OCI
+layout holding every role image) into Docker or Podman, installs the role's
+files from host/<role>/root/ and runs host/<role>/setup.sh. cloud-init/
+holds the same setup as #cloud-config user-data; sboms/ the SPDX SBOMs.
+Compare the SHA-256 of SHA256SUMS with the one `nodeimg bundle` printed.
+";
+
+pub fn run(options: &BundleOptions) -> anyhow::Result<()> {
+    let spec_text = std::fs::read_to_string(&options.cluster)
+        .with_context(|| format!("cannot read {}", options.cluster.display()))?;
+    let spec = ClusterSpec::parse(&spec_text, &options.cluster)?;
+    let secrets = Secrets::read(&options.secrets)?;
+    let root = format!("nodeimg-{}/", spec.cluster.name);
+
+    let mut images = Vec::new();
+    let mut files = vec![
+        TarFile::bytes(
+            format!("{root}install.sh"),
+            0o755,
+            bundle::INSTALLER.as_bytes().to_vec(),
+        ),
+        TarFile::bytes(format!("{root}README.txt"), 0o644, README.as_bytes().to_vec()),
+        TarFile::bytes(
+            format!("{root}cluster.toml"),
+            0o644,
+            spec_text.as_bytes().to_vec(),
+        ),
+    ];
+    let secret_mode = if options.with_secrets { 0o600 } else { 0o644 };
+    for (role, members) in [
+        (Role::Db, &spec.db_members),
+        (Role::Haproxy, &spec.haproxy_members),
+    ] {
+        if members.is_empty() {
+            continue;
+        }
+        let name = role.as_str();
+        let image = RoleImage::read(&options.images, name)?;
+        let user_data = cloud_init::render(
+            &spec,
+            &spec_text,
+            role,
+            &secrets,
+            &ImageSource::Bundle {
+                reference: &image.reference,
+                ids: [&image.config_digest, &image.manifest_digest],
+            },
+            options.with_secrets,
+            &options.template,
+        )?;
+        let (host_files, setup) = host_install::from_user_data(&user_data)?;
+        for file in host_files {
+            files.push(TarFile::bytes(
+                format!("{root}host/{name}/root{}", file.path),
+                file.mode,
+                file.content,
+            ));
+        }
+        files.push(TarFile::bytes(
+            format!("{root}host/{name}/setup.sh"),
+            0o755,
+            setup.into_bytes(),
+        ));
+        files.push(TarFile::bytes(
+            format!("{root}cloud-init/{name}.yaml"),
+            secret_mode,
+            user_data.into_bytes(),
+        ));
+        let sbom = options.images.join(format!("{name}.spdx.json"));
+        files.push(TarFile::file(
+            format!("{root}sboms/{name}.spdx.json"),
+            0o644,
+            std::fs::canonicalize(&sbom).with_context(|| {
+                format!(
+                    "{} is missing: run `nodeimg build recipes/{name}.toml` first",
+                    sbom.display()
+                )
+            })?,
+        ));
+        images.push(image);
+    }
+    anyhow::ensure!(
+        !images.is_empty(),
+        "{} names no db or haproxy member: nothing to bundle",
+        options.cluster.display()
+    );
+    let roles: String = images
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {} {} {}\n",
+                i.role, i.reference, i.config_digest, i.manifest_digest
+            )
+        })
+        .collect();
+    files.push(TarFile::bytes(format!("{root}roles"), 0o644, roles.into_bytes()));
+    files.extend(bundle::merged_layout(&format!("{root}images/"), &images));
+
+    eprintln!("hashing {} files...", files.len());
+    let sums = bundle::sha256sums(&files)?;
+    let sums = sums.replace(&format!("  {root}"), "  ");
+    let sums_digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sums.as_bytes()));
+    files.push(TarFile::bytes(
+        format!("{root}SHA256SUMS"),
+        0o644,
+        sums.into_bytes(),
+    ));
+
+    let mtime = images
+        .iter()
+        .filter_map(|i| i.created)
+        .max()
+        .map_or(0, |t| t.max(0) as u64);
+    // Readable by the operator only when it carries secrets.
+    let mode = if options.with_secrets { 0o600 } else { 0o644 };
+    write_archive(&options.output, mtime, mode, files)?;
+    let blob_count: usize = images.iter().map(|i| i.blobs.len()).sum();
+    let stored = bundle::stored_blob_count(&images);
+    println!(
+        "{}: {} bytes, roles {}, {stored} blobs stored for {blob_count} referenced; SHA256SUMS sha256:{sums_digest}",
+        options.output.display(),
+        std::fs::metadata(&options.output)?.len(),
+        images
+            .iter()
+            .map(|i| i.role.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    if options.with_secrets {
+        eprintln!("the bundle holds the secrets: keep it as private as the secrets file");
+    }
+    Ok(())
+}
+
+fn write_archive(
+    output: &std::path::Path,
+    mtime: u64,
+    mode: u32,
+    files: Vec<TarFile>,
+) -> anyhow::Result<()> {
+    let dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let mut out = std::io::BufWriter::new(tmp.as_file());
+    crate::tarball::write(&mut out, mtime, files)
+        .and_then(|()| out.flush())
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    drop(out);
+    let mut perms = tmp.as_file().metadata()?.permissions();
+    tmp.as_file().sync_all()?;
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, mode);
+    tmp.as_file().set_permissions(perms)?;
+    tmp.persist(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(())
+}
