@@ -82,7 +82,11 @@ impl RoleImage {
         let index = read_json(&layout.join("index.json")).map_err(not_built)?;
         let descriptor = match index["manifests"].as_array().map(Vec::as_slice) {
             Some([one]) => one.clone(),
-            _ => return Err(not_built("its index.json must name exactly one manifest".into())),
+            _ => {
+                return Err(not_built(
+                    "its index.json must name exactly one manifest".into(),
+                ));
+            }
         };
         let text = |value: &Value, what: &str| {
             value
@@ -271,7 +275,11 @@ mod tests {
     #[test]
     fn a_blob_two_images_share_is_stored_once_and_each_image_keeps_its_role() {
         let dir = tempfile::tempdir().unwrap();
-        layout(dir.path(), "db", &[b"db config", b"base layer", b"postgres layer"]);
+        layout(
+            dir.path(),
+            "db",
+            &[b"db config", b"base layer", b"postgres layer"],
+        );
         layout(dir.path(), "haproxy", &[b"proxy config", b"base layer"]);
         let images = [
             RoleImage::read(dir.path(), "db").unwrap(),
@@ -289,7 +297,10 @@ mod tests {
             panic!("index in memory")
         };
         let index: Value = serde_json::from_slice(index).unwrap();
-        assert_eq!(index["manifests"][1]["annotations"][ROLE_ANNOTATION], "haproxy");
+        assert_eq!(
+            index["manifests"][1]["annotations"][ROLE_ANNOTATION],
+            "haproxy"
+        );
         assert_eq!(
             index["manifests"][0]["annotations"]["io.containerd.image.name"],
             "nodeimg/db:t"
@@ -310,12 +321,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         layout(dir.path(), "db", &[b"db config", b"base layer"]);
         let base = hex::encode(Sha256::digest(b"base layer"));
-        std::fs::write(dir.path().join("db/blobs/sha256").join(&base), b"base layeR").unwrap();
+        std::fs::write(
+            dir.path().join("db/blobs/sha256").join(&base),
+            b"base layeR",
+        )
+        .unwrap();
         let images = [RoleImage::read(dir.path(), "db").unwrap()];
         let err = sha256sums(&merged_layout("images/", &images))
             .unwrap_err()
             .to_string();
-        assert!(err.contains(&format!("blob sha256:{base} is damaged")), "{err}");
+        assert!(
+            err.contains(&format!("blob sha256:{base} is damaged")),
+            "{err}"
+        );
         let err = RoleImage::read(dir.path(), "haproxy")
             .err()
             .unwrap()

@@ -47,7 +47,10 @@ pub enum ImageSource<'a> {
     /// Loaded by a bundle's install.sh: the unit runs the loaded reference
     /// and refuses to start unless its image ID is one of `ids` (the config
     /// digest on Docker's classic store, the manifest digest on containerd's).
-    Bundle { reference: &'a str, ids: [&'a str; 2] },
+    Bundle {
+        reference: &'a str,
+        ids: [&'a str; 2],
+    },
 }
 
 #[derive(Serialize)]
@@ -113,12 +116,12 @@ pub fn render(
     }
     let (image, bundle_image_ids) = match image {
         ImageSource::Registry { digest } => {
-            let repository =
-                spec.images
-                    .get(name)
-                    .ok_or_else(|| CloudInitError::NoRepository {
-                        role: name.to_string(),
-                    })?;
+            let repository = spec
+                .images
+                .get(name)
+                .ok_or_else(|| CloudInitError::NoRepository {
+                    role: name.to_string(),
+                })?;
             (format!("{repository}@{digest}"), None)
         }
         ImageSource::Bundle { reference, ids } => (reference.to_string(), Some(*ids)),

@@ -162,9 +162,15 @@ pub fn from_user_data(user_data: &str) -> Result<(Vec<HostFile>, String), HostIn
         script.push_str(&command_line(command));
         script.push('\n');
     }
-    if config.mounts.iter().any(|m| m.first().is_some_and(|d| d == "swap")) {
+    if config
+        .mounts
+        .iter()
+        .any(|m| m.first().is_some_and(|d| d == "swap"))
+    {
         // cloud-init's `mounts: [[swap]]` removes the swap entry from fstab.
-        script.push_str("sed -i '/^[^#].*[[:space:]]swap[[:space:]]/ s/^/# nodeimg: swap off # /' /etc/fstab\n");
+        script.push_str(
+            "sed -i '/^[^#].*[[:space:]]swap[[:space:]]/ s/^/# nodeimg: swap off # /' /etc/fstab\n",
+        );
     }
     for command in &config.runcmd {
         script.push_str(&command_line(command));
@@ -211,7 +217,10 @@ runcmd:
         );
         assert_eq!(files[1].mode, 0o600);
         assert_eq!(files[1].content, b"a = 'it''s'\n");
-        assert_eq!((files[2].mode, files[2].content.as_slice()), (0o644, &b"plain"[..]));
+        assert_eq!(
+            (files[2].mode, files[2].content.as_slice()),
+            (0o644, &b"plain"[..])
+        );
         assert_eq!(
             script.lines().skip(3).collect::<Vec<_>>(),
             vec![

@@ -74,7 +74,15 @@ pub fn write(out: impl Write, mtime: u64, mut files: Vec<TarFile>) -> std::io::R
     let mut dirs_done = BTreeSet::new();
     for file in &files {
         let mut prefix = String::new();
-        for part in file.path.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+        for part in file
+            .path
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             prefix = if prefix.is_empty() {
                 part.to_string()
             } else {
@@ -149,6 +157,9 @@ mod tests {
             TarFile::bytes("a", 0o644, vec![2]),
         ];
         let err = write(Vec::new(), 0, files).unwrap_err();
-        assert!(err.to_string().contains("two archive entries at a"), "{err}");
+        assert!(
+            err.to_string().contains("two archive entries at a"),
+            "{err}"
+        );
     }
 }

@@ -52,7 +52,11 @@ pub fn run(options: &BundleOptions) -> anyhow::Result<()> {
             0o755,
             bundle::INSTALLER.as_bytes().to_vec(),
         ),
-        TarFile::bytes(format!("{root}README.txt"), 0o644, README.as_bytes().to_vec()),
+        TarFile::bytes(
+            format!("{root}README.txt"),
+            0o644,
+            README.as_bytes().to_vec(),
+        ),
         TarFile::bytes(
             format!("{root}cluster.toml"),
             0o644,
@@ -126,7 +130,11 @@ pub fn run(options: &BundleOptions) -> anyhow::Result<()> {
             )
         })
         .collect();
-    files.push(TarFile::bytes(format!("{root}roles"), 0o644, roles.into_bytes()));
+    files.push(TarFile::bytes(
+        format!("{root}roles"),
+        0o644,
+        roles.into_bytes(),
+    ));
     files.extend(bundle::merged_layout(&format!("{root}images/"), &images));
 
     eprintln!("hashing {} files...", files.len());

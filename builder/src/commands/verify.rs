@@ -1,5 +1,6 @@
-//! `nodeimg verify images/<role>`: re-checks an OCI image layout the way a
-//! careful receiver would. Every blob's SHA-256 and size against the
+//! `nodeimg verify images/<role>` or `nodeimg verify <bundle>`: re-checks
+//! an OCI image layout, or a bundle (SHA256SUMS, then its layout), the way
+//! a careful receiver would. Every blob's SHA-256 and size against the
 //! descriptor naming it (index → manifest → config and layers), each
 //! layer's uncompressed digest against the config's diff_ids, and the SBOM
 //! beside the layout against the lock embedded in the image.
@@ -47,8 +48,8 @@ fn check_blob(layout: &Path, descriptor: &Value, what: &str) -> anyhow::Result<P
 }
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {
-    serde_json::from_slice(&std::fs::read(path)?)
-        .with_context(|| format!("{} is not valid JSON", path.display()))
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 /// SHA-256 of a gzip layer's uncompressed tar, and the lock the image
@@ -72,16 +73,128 @@ fn unpack_layer(path: &Path) -> anyhow::Result<(String, Option<String>)> {
 }
 
 pub fn run(options: &VerifyOptions) -> anyhow::Result<()> {
-    let layout = &options.path;
-    if !layout.join("oci-layout").is_file() {
+    let path = &options.path;
+    if path.is_file() {
+        let unpacked = tempfile::tempdir().context("cannot make a temporary folder")?;
+        let root = unpack_bundle(path, unpacked.path())?;
+        return verify_bundle(&root, &path.display().to_string());
+    }
+    if path.join("SHA256SUMS").is_file() {
+        return verify_bundle(path, &path.display().to_string());
+    }
+    if !path.join("oci-layout").is_file() {
         bail!(
-            "{} is not an OCI image layout (no oci-layout file)",
-            layout.display()
+            "{} is neither an OCI image layout (no oci-layout file) nor a nodeimg bundle (no SHA256SUMS): pass images/<role>, a bundle .tar or its unpacked folder",
+            path.display()
         );
     }
+    let role = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sbom = path.with_file_name(format!("{role}.spdx.json"));
+    // A layout copied without its SBOM is still checked, blob by blob.
+    let checked = verify_layout(path, |_| sbom.is_file().then(|| sbom.clone()))?;
+    println!("{}: {checked} blobs verified", path.display());
+    Ok(())
+}
+
+/// Unpacks a bundle archive into `into` and returns its top folder.
+fn unpack_bundle(archive: &Path, into: &Path) -> anyhow::Result<PathBuf> {
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot read {}", archive.display()))?;
+    tar::Archive::new(std::io::BufReader::new(file))
+        .unpack(into)
+        .with_context(|| format!("{} is not a readable tar archive", archive.display()))?;
+    let tops: Vec<PathBuf> = std::fs::read_dir(into)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    match tops.as_slice() {
+        [top] if top.join("SHA256SUMS").is_file() => Ok(top.clone()),
+        _ => bail!(
+            "{} is not a nodeimg bundle: expected one folder holding SHA256SUMS",
+            archive.display()
+        ),
+    }
+}
+
+/// Every file against SHA256SUMS (none missing, none unlisted), then every
+/// image of `images/` against its digests and its role's SBOM.
+fn verify_bundle(root: &Path, shown: &str) -> anyhow::Result<()> {
+    let sums_text = std::fs::read_to_string(root.join("SHA256SUMS"))
+        .with_context(|| format!("{shown}: cannot read SHA256SUMS"))?;
+    let mut listed = BTreeSet::new();
+    for (number, line) in sums_text.lines().enumerate() {
+        let (sum, name) = line.split_once("  ").with_context(|| {
+            format!(
+                "{shown}: SHA256SUMS line {} is not `<sha256>  <path>`",
+                number + 1
+            )
+        })?;
+        let mut file = std::fs::File::open(root.join(name))
+            .with_context(|| format!("{shown}: {name} is listed in SHA256SUMS but missing"))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher)?;
+        let actual = hex::encode(hasher.finalize());
+        if actual != sum {
+            bail!(
+                "{shown}: {name} is damaged: its SHA-256 is {actual}, SHA256SUMS says {sum}; copy the bundle again"
+            );
+        }
+        listed.insert(name.to_string());
+    }
+    for file in files_under(root)? {
+        if file != "SHA256SUMS" && !listed.contains(&file) {
+            bail!(
+                "{shown}: {file} is not listed in SHA256SUMS: the bundle was changed after it was made"
+            );
+        }
+    }
+    eprintln!("{shown}: {} files match SHA256SUMS", listed.len());
+
+    let sboms = root.join("sboms");
+    // Every image of a bundle has a role, and every role its SBOM.
+    let checked = verify_layout(&root.join("images"), |descriptor| {
+        let role = descriptor["annotations"][crate::bundle::ROLE_ANNOTATION]
+            .as_str()
+            .unwrap_or("unnamed");
+        Some(sboms.join(format!("{role}.spdx.json")))
+    })?;
+    println!(
+        "{shown}: {} files and {checked} blobs verified; SHA256SUMS sha256:{}",
+        listed.len(),
+        hex::encode(Sha256::digest(sums_text.as_bytes()))
+    );
+    Ok(())
+}
+
+/// Regular files below `root`, as `/`-separated relative paths.
+fn files_under(root: &Path) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(relative) = path.strip_prefix(root) {
+                found.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Checks every image the layout's index names; `sbom_for` says where the
+/// SBOM of the image a descriptor names must be, or None to skip it.
+/// Returns how many blobs were checked.
+fn verify_layout(
+    layout: &Path,
+    sbom_for: impl Fn(&Value) -> Option<PathBuf>,
+) -> anyhow::Result<usize> {
     let index = read_json(&layout.join("index.json"))?;
     let mut checked = 0;
-    let mut embedded_lock = None;
     for manifest_descriptor in index["manifests"].as_array().into_iter().flatten() {
         let manifest_path = check_blob(layout, manifest_descriptor, "manifest")?;
         let manifest = read_json(&manifest_path)?;
@@ -101,6 +214,7 @@ pub fn run(options: &VerifyOptions) -> anyhow::Result<()> {
                 diff_ids.len()
             );
         }
+        let mut embedded_lock = None;
         for (layer, diff_id) in layers.iter().zip(diff_ids) {
             let path = check_blob(layout, layer, "layer")?;
             let (actual, lock) = unpack_layer(&path)?;
@@ -116,24 +230,29 @@ pub fn run(options: &VerifyOptions) -> anyhow::Result<()> {
             checked += 1;
         }
         checked += 2;
+        if let Some(sbom_path) = sbom_for(manifest_descriptor) {
+            let lock_text = embedded_lock.with_context(|| {
+                format!(
+                    "image {} carries no /usr/share/nodeimg/recipe.lock to check {} against",
+                    manifest_descriptor["digest"].as_str().unwrap_or("?"),
+                    sbom_path.display()
+                )
+            })?;
+            check_sbom(&sbom_path, &lock_text)?;
+            eprintln!(
+                "{}: agrees with the lock inside the image",
+                short(&sbom_path)
+            );
+        }
     }
-    let role = layout
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let sbom_path = layout.with_file_name(format!("{role}.spdx.json"));
-    if sbom_path.is_file() {
-        let lock_text = embedded_lock.context(
-            "the image carries no /usr/share/nodeimg/recipe.lock to check the SBOM against",
-        )?;
-        check_sbom(&sbom_path, &lock_text)?;
-        eprintln!(
-            "{}: agrees with the lock inside the image",
-            sbom_path.display()
-        );
-    }
-    println!("{}: {checked} blobs verified", layout.display());
-    Ok(())
+    Ok(checked)
+}
+
+/// The last two parts of a path (`sboms/db.spdx.json`): bundles are
+/// checked in a temporary folder whose name means nothing to the reader.
+fn short(path: &Path) -> String {
+    let parts: Vec<_> = path.iter().map(|p| p.to_string_lossy()).collect();
+    parts[parts.len().saturating_sub(2)..].join("/")
 }
 
 /// Every locked package is in the SBOM with its version and .deb SHA-256,
