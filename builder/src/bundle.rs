@@ -41,7 +41,14 @@ pub enum BundleError {
     },
     #[error("cannot read {path}: {err}")]
     Io { path: String, err: std::io::Error },
+    #[error(
+        "image {reference} carries no readable /{LOCK_PATH} ({reason}): rebuild it with this nodeimg"
+    )]
+    NoLock { reference: String, reason: String },
 }
+
+/// Where every image keeps the lock it was built from.
+pub const LOCK_PATH: &str = "usr/share/nodeimg/recipe.lock";
 
 /// One built role image, as `nodeimg build` left it in `images/<role>/`.
 pub struct RoleImage {
@@ -124,6 +131,32 @@ impl RoleImage {
             created,
             docker_manifest,
         })
+    }
+
+    /// The lock inside the image, looked for from the top layer down (it
+    /// sits in one of the small top layers).
+    pub fn embedded_lock(&self) -> Result<crate::lock::Lock, BundleError> {
+        let no_lock = |reason: String| BundleError::NoLock {
+            reference: self.reference.clone(),
+            reason,
+        };
+        for layer in self.blobs[2..].iter().rev() {
+            let file = std::fs::File::open(blob_path(&self.layout, layer))
+                .map_err(|e| no_lock(e.to_string()))?;
+            let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+            let mut archive = tar::Archive::new(gz);
+            for entry in archive.entries().map_err(|e| no_lock(e.to_string()))? {
+                let mut entry = entry.map_err(|e| no_lock(e.to_string()))?;
+                if entry.path().is_ok_and(|p| p.as_os_str() == LOCK_PATH) {
+                    let mut text = String::new();
+                    entry
+                        .read_to_string(&mut text)
+                        .map_err(|e| no_lock(e.to_string()))?;
+                    return toml::from_str(&text).map_err(|e| no_lock(e.to_string()));
+                }
+            }
+        }
+        Err(no_lock("no layer holds it".into()))
     }
 }
 

@@ -251,6 +251,11 @@ impl IndexCache {
         self.dir.join("indexes").join(key)
     }
 
+    /// Where verified InRelease files are kept by their SHA-256.
+    pub fn inrelease_dir(&self) -> PathBuf {
+        self.dir.join(crate::signed_sources::DIR)
+    }
+
     fn load_release(
         &self,
         source: &Source,
@@ -307,6 +312,11 @@ impl IndexCache {
                 url: url.clone(),
                 err,
             })?;
+        // Kept by hash too, so `nodeimg lock` can put the exact verified
+        // bytes beside the lock for later signature re-checks.
+        if let Err(err) = crate::signed_sources::keep(&self.inrelease_dir(), &bytes) {
+            tracing::warn!("{err}");
+        }
         if let Some(last_modified) = fresh {
             write_atomic(&cached_path, &bytes)?;
             match last_modified {

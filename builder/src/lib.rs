@@ -32,6 +32,7 @@ pub mod sbom;
 pub mod scram;
 pub mod secrets;
 pub mod signature;
+pub mod signed_sources;
 pub mod supervise;
 pub mod system_files;
 pub mod tarball;

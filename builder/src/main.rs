@@ -141,17 +141,24 @@ enum Command {
         /// The user-data template.
         #[arg(long, default_value = "cloud-init/node.yaml.j2")]
         template: PathBuf,
+        /// The recipes folder: the InRelease files (inrelease/) and keys
+        /// (keys/) the images' locks were made from go in the bundle.
+        #[arg(long, default_value = "recipes")]
+        recipes: PathBuf,
     },
 
     /// Re-check a built image layout or a cluster bundle.
     ///
     /// For a layout: every blob against its digest and size, every layer
-    /// against the config's diff_ids, and the SBOM beside it
-    /// (images/<role>.spdx.json) against the lock inside the image.
+    /// against the config's diff_ids, the SBOM beside it
+    /// (images/<role>.spdx.json) against the lock inside the image, and the
+    /// signatures that lock records: each source's InRelease (kept by
+    /// `nodeimg lock` in recipes/inrelease/) must hash to the lock's
+    /// inrelease_sha256 and be signed by exactly the keys it names.
     /// For a bundle (the .tar or its unpacked folder): every file against
     /// SHA256SUMS first, then the same checks on every image of its
-    /// images/ layout, each against sboms/<role>.spdx.json.
-    /// Any mismatch names the blob, file or package; exits non-zero.
+    /// images/ layout, with its sboms/ and signatures/.
+    /// Any mismatch names the blob, file, package or source; exits non-zero.
     ///
     /// Examples:
     ///   nodeimg verify images/db
@@ -161,6 +168,11 @@ enum Command {
     Verify {
         /// An image layout (images/db), a bundle archive or a bundle folder.
         path: PathBuf,
+        /// For a layout: the recipes folder whose inrelease/ and keys/
+        /// re-check the signatures recorded in the image's lock (a bundle
+        /// carries its own under signatures/).
+        #[arg(long, default_value = "recipes")]
+        recipes: PathBuf,
     },
 
     /// Print the Hetzner Cloud steps that create the cluster.
@@ -430,6 +442,7 @@ fn main() -> ExitCode {
             with_secrets,
             images,
             template,
+            recipes,
         } => commands::bundle::run(&commands::bundle::BundleOptions {
             cluster,
             secrets,
@@ -437,9 +450,10 @@ fn main() -> ExitCode {
             template,
             output,
             with_secrets,
+            recipes,
         }),
-        Command::Verify { path } => {
-            commands::verify::run(&commands::verify::VerifyOptions { path })
+        Command::Verify { path, recipes } => {
+            commands::verify::run(&commands::verify::VerifyOptions { path, recipes })
         }
         Command::Plan {
             cluster,

@@ -496,12 +496,22 @@ fn verify_accepts_the_build_and_names_a_damaged_blob() {
         Command::new(env!("CARGO_BIN_EXE_nodeimg"))
             .arg("verify")
             .arg(&layout)
+            .arg("--recipes")
+            .arg(repo().join("recipes"))
             .output()
             .unwrap()
     };
     let ok = verify();
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stderr).contains("agrees with the lock"));
+    // The signatures the lock recorded, re-checked from recipes/inrelease.
+    let report = String::from_utf8_lossy(&ok.stderr);
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("haproxy.toml: source `debian` (") && l.contains(" signed by ")),
+        "{report}"
+    );
 
     // The SBOM must match the lock inside the image.
     let sbom_path = copy.path().join("haproxy.spdx.json");

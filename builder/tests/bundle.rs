@@ -119,6 +119,7 @@ fn inputs() -> tempfile::TempDir {
 fn bundle(dir: &Path, output: &str, extra: &[&str]) -> Output {
     let images = built_images().to_str().unwrap().to_string();
     let template = repo().join("cloud-init/node.yaml.j2");
+    let recipes = repo().join("recipes");
     let mut args = vec![
         "bundle",
         "cluster.toml",
@@ -128,6 +129,8 @@ fn bundle(dir: &Path, output: &str, extra: &[&str]) -> Output {
         &images,
         "--template",
         template.to_str().unwrap(),
+        "--recipes",
+        recipes.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     let output = nodeimg(&args, dir);
@@ -273,6 +276,12 @@ fn the_installer_loads_and_installs_with_no_network_and_the_images_serve() {
     let verify = nodeimg(&["verify", "cluster-bundle.tar"], dir.path());
     assert!(verify.status.success(), "{}", text(&verify));
     assert!(text(&verify).contains("sboms/db.spdx.json: agrees with the lock"));
+    // Debian's signatures over the sources, re-checked from the bundle alone.
+    assert!(
+        text(&verify).contains("db.toml: source `debian-security` (http://security.debian.org/debian-security trixie-security): InRelease sha256:"),
+        "{}",
+        text(&verify)
+    );
     let root = extract(
         &dir.path().join("cluster-bundle.tar"),
         &dir.path().join("x"),

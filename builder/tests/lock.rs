@@ -266,6 +266,11 @@ fn resolves_across_two_signed_sources() {
     assert_eq!(sources.len(), 2);
     for source in sources {
         assert_eq!(source["signed_by"].as_array().unwrap().len(), 1);
+        // The InRelease it was verified from is kept beside the lock, by hash.
+        let sha = source["inrelease_sha256"].as_str().unwrap();
+        let kept = std::fs::read(fx.lock_path().with_file_name("inrelease").join(sha)).unwrap();
+        assert_eq!(support::archive::hex(&sha2::Sha256::digest(&kept)), sha);
+        assert!(String::from_utf8_lossy(&kept).starts_with("-----BEGIN PGP SIGNED MESSAGE-----"));
     }
     assert_eq!(lock["source_date_epoch"].as_integer(), Some(1_789_199_741));
     let names: Vec<&str> = lock["package"]

@@ -13,6 +13,7 @@ use crate::cloud_init::{self, ImageSource};
 use crate::cluster::{ClusterSpec, Role};
 use crate::host_install;
 use crate::secrets::Secrets;
+use crate::signed_sources;
 use crate::tarball::TarFile;
 
 pub struct BundleOptions {
@@ -22,6 +23,9 @@ pub struct BundleOptions {
     pub template: PathBuf,
     pub output: PathBuf,
     pub with_secrets: bool,
+    /// Its `inrelease/` and `keys/` let the bundle's receiver re-check the
+    /// signatures the images' locks record.
+    pub recipes: PathBuf,
 }
 
 const README: &str = "\
@@ -135,6 +139,7 @@ pub fn run(options: &BundleOptions) -> anyhow::Result<()> {
         0o644,
         roles.into_bytes(),
     ));
+    files.extend(signature_files(&root, &images, &options.recipes)?);
     files.extend(bundle::merged_layout(&format!("{root}images/"), &images));
 
     eprintln!("hashing {} files...", files.len());
@@ -171,6 +176,56 @@ pub fn run(options: &BundleOptions) -> anyhow::Result<()> {
         eprintln!("the bundle holds the secrets: keep it as private as the secrets file");
     }
     Ok(())
+}
+
+/// The InRelease files and keys that re-check each image's lock, checked
+/// here first so a bundle never ships signatures that do not verify.
+fn signature_files(
+    root: &str,
+    images: &[RoleImage],
+    recipes: &std::path::Path,
+) -> anyhow::Result<Vec<TarFile>> {
+    let inrelease = recipes.join(signed_sources::DIR);
+    let keys = signed_sources::key_files(&recipes.join("keys"));
+    let mut wanted = std::collections::BTreeMap::new();
+    let mut trusted = std::collections::BTreeSet::new();
+    for image in images {
+        let lock = image.embedded_lock()?;
+        signed_sources::recheck(&lock, &inrelease, &keys).with_context(|| {
+            format!(
+                "{}: the signatures its lock records cannot be re-checked from {}",
+                image.reference,
+                recipes.display()
+            )
+        })?;
+        for source in &lock.sources {
+            let name = signed_sources::file_name(source).to_string();
+            wanted.insert(name.clone(), inrelease.join(&name));
+            trusted.extend(source.trusted_keys.iter().cloned());
+        }
+    }
+    let mut files: Vec<TarFile> = wanted
+        .into_iter()
+        .map(|(name, path)| {
+            TarFile::file(
+                format!("{root}signatures/{}/{name}", signed_sources::DIR),
+                0o644,
+                path,
+            )
+        })
+        .collect();
+    for key in keys {
+        let fingerprints = crate::signature::Keyring::load(&[&key])?.fingerprints();
+        if fingerprints.iter().any(|f| trusted.contains(f)) {
+            let name = key.file_name().unwrap_or_default().to_string_lossy();
+            files.push(TarFile::file(
+                format!("{root}signatures/keys/{name}"),
+                0o644,
+                key.clone(),
+            ));
+        }
+    }
+    Ok(files)
 }
 
 fn write_archive(

@@ -67,6 +67,7 @@ pub fn run(options: &LockOptions) -> anyhow::Result<()> {
         );
     }
 
+    keep_inrelease_files(&lock, &cache, &lock_path)?;
     let unchanged = std::fs::read_to_string(&lock_path).is_ok_and(|current| current == text);
     if !unchanged {
         crate::fsutil::write_atomic(&lock_path, text.as_bytes(), 0o644)
@@ -78,5 +79,31 @@ pub fn run(options: &LockOptions) -> anyhow::Result<()> {
         lock_path.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Copies the InRelease files the lock was made from next to it
+/// (`inrelease/<sha256>`), so `nodeimg verify` and bundles can re-check
+/// their signatures without a network.
+fn keep_inrelease_files(
+    lock: &Lock,
+    cache: &IndexCache,
+    lock_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let dir = lock_path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(crate::signed_sources::DIR);
+    for source in &lock.sources {
+        let cached = cache.inrelease_dir().join(&source.inrelease_sha256);
+        let bytes = std::fs::read(&cached).with_context(|| {
+            format!(
+                "source `{}`: the verified InRelease {} is not in the cache",
+                source.name,
+                cached.display()
+            )
+        })?;
+        crate::signed_sources::keep(&dir, &bytes)?;
+    }
     Ok(())
 }

@@ -15,6 +15,27 @@ use sha2::{Digest, Sha256};
 
 pub struct VerifyOptions {
     pub path: PathBuf,
+    /// The project's recipes folder: its `inrelease/` and `keys/` re-check
+    /// an image layout's signatures (a bundle carries its own).
+    pub recipes: PathBuf,
+}
+
+/// Where the InRelease files and keys that re-check a lock's signatures are.
+enum SignatureCheck {
+    With {
+        inrelease: PathBuf,
+        keys: Vec<PathBuf>,
+    },
+    Skip(String),
+}
+
+impl SignatureCheck {
+    fn from(dir: &Path) -> SignatureCheck {
+        SignatureCheck::With {
+            inrelease: dir.join(crate::signed_sources::DIR),
+            keys: crate::signed_sources::key_files(&dir.join("keys")),
+        }
+    }
 }
 
 fn blob_path(layout: &Path, digest: &str) -> PathBuf {
@@ -63,7 +84,7 @@ fn unpack_layer(path: &Path) -> anyhow::Result<(String, Option<String>)> {
     let mut lock = None;
     for entry in tar::Archive::new(tar.as_slice()).entries()? {
         let mut entry = entry?;
-        if entry.path()?.to_string_lossy() == "usr/share/nodeimg/recipe.lock" {
+        if entry.path()?.as_os_str() == crate::bundle::LOCK_PATH {
             let mut text = String::new();
             entry.read_to_string(&mut text)?;
             lock = Some(text);
@@ -93,8 +114,17 @@ pub fn run(options: &VerifyOptions) -> anyhow::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sbom = path.with_file_name(format!("{role}.spdx.json"));
+    let signatures = if options.recipes.join(crate::signed_sources::DIR).is_dir() {
+        SignatureCheck::from(&options.recipes)
+    } else {
+        SignatureCheck::Skip(format!(
+            "signatures not re-checked: no {}/{} here (run from the project folder or pass --recipes)",
+            options.recipes.display(),
+            crate::signed_sources::DIR
+        ))
+    };
     // A layout copied without its SBOM is still checked, blob by blob.
-    let checked = verify_layout(path, |_| sbom.is_file().then(|| sbom.clone()))?;
+    let checked = verify_layout(path, |_| sbom.is_file().then(|| sbom.clone()), &signatures)?;
     println!("{}: {checked} blobs verified", path.display());
     Ok(())
 }
@@ -155,12 +185,16 @@ fn verify_bundle(root: &Path, shown: &str) -> anyhow::Result<()> {
 
     let sboms = root.join("sboms");
     // Every image of a bundle has a role, and every role its SBOM.
-    let checked = verify_layout(&root.join("images"), |descriptor| {
-        let role = descriptor["annotations"][crate::bundle::ROLE_ANNOTATION]
-            .as_str()
-            .unwrap_or("unnamed");
-        Some(sboms.join(format!("{role}.spdx.json")))
-    })?;
+    let checked = verify_layout(
+        &root.join("images"),
+        |descriptor| {
+            let role = descriptor["annotations"][crate::bundle::ROLE_ANNOTATION]
+                .as_str()
+                .unwrap_or("unnamed");
+            Some(sboms.join(format!("{role}.spdx.json")))
+        },
+        &SignatureCheck::from(&root.join("signatures")),
+    )?;
     println!(
         "{shown}: {} files and {checked} blobs verified; SHA256SUMS sha256:{}",
         listed.len(),
@@ -192,9 +226,13 @@ fn files_under(root: &Path) -> anyhow::Result<Vec<String>> {
 fn verify_layout(
     layout: &Path,
     sbom_for: impl Fn(&Value) -> Option<PathBuf>,
+    signatures: &SignatureCheck,
 ) -> anyhow::Result<usize> {
     let index = read_json(&layout.join("index.json"))?;
     let mut checked = 0;
+    if let SignatureCheck::Skip(why) = signatures {
+        eprintln!("{}: {why}", layout.display());
+    }
     for manifest_descriptor in index["manifests"].as_array().into_iter().flatten() {
         let manifest_path = check_blob(layout, manifest_descriptor, "manifest")?;
         let manifest = read_json(&manifest_path)?;
@@ -230,19 +268,35 @@ fn verify_layout(
             checked += 1;
         }
         checked += 2;
+        let digest = manifest_descriptor["digest"].as_str().unwrap_or("?");
+        let lock = match embedded_lock {
+            Some(text) => Some(
+                toml::from_str::<crate::lock::Lock>(&text)
+                    .with_context(|| format!("image {digest}: its recipe.lock does not parse"))?,
+            ),
+            None => None,
+        };
+        let needs_lock = |what: String| {
+            lock.as_ref().with_context(|| {
+                format!("image {digest} carries no /usr/share/nodeimg/recipe.lock to check {what} against")
+            })
+        };
         if let Some(sbom_path) = sbom_for(manifest_descriptor) {
-            let lock_text = embedded_lock.with_context(|| {
-                format!(
-                    "image {} carries no /usr/share/nodeimg/recipe.lock to check {} against",
-                    manifest_descriptor["digest"].as_str().unwrap_or("?"),
-                    sbom_path.display()
-                )
-            })?;
-            check_sbom(&sbom_path, &lock_text)?;
+            check_sbom(&sbom_path, needs_lock(sbom_path.display().to_string())?)?;
             eprintln!(
                 "{}: agrees with the lock inside the image",
                 short(&sbom_path)
             );
+        }
+        if let SignatureCheck::With { inrelease, keys } = signatures {
+            let lock = needs_lock("its signatures".into())?;
+            for line in
+                crate::signed_sources::recheck(lock, inrelease, keys).with_context(|| {
+                    format!("image {digest}: a signature recorded at lock time does not check")
+                })?
+            {
+                eprintln!("{}: {line}", lock.recipe);
+            }
         }
     }
     Ok(checked)
@@ -257,9 +311,7 @@ fn short(path: &Path) -> String {
 
 /// Every locked package is in the SBOM with its version and .deb SHA-256,
 /// and the SBOM names no Debian package the lock does not.
-fn check_sbom(sbom_path: &Path, lock_text: &str) -> anyhow::Result<()> {
-    let lock: crate::lock::Lock =
-        toml::from_str(lock_text).context("the lock inside the image does not parse")?;
+fn check_sbom(sbom_path: &Path, lock: &crate::lock::Lock) -> anyhow::Result<()> {
     let sbom = read_json(sbom_path)?;
     let listed: BTreeSet<(String, String, String)> = sbom["packages"]
         .as_array()
