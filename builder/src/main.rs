@@ -358,6 +358,8 @@ enum Command {
     /// Examples:
     ///   nodeimg fetch recipes/db.toml
     ///   nodeimg fetch recipes/db.toml --offline   # verify the cache only
+    ///   nodeimg fetch recipes/db.toml --from-dir /media/debs
+    ///   nodeimg build recipes/db.toml --offline   # then, with no network
     #[command(verbatim_doc_comment)]
     Fetch {
         /// The recipe whose lock to fetch, e.g. recipes/db.toml.
@@ -374,6 +376,12 @@ enum Command {
         /// Download nothing: fail if a package is missing from the cache.
         #[arg(long)]
         offline: bool,
+
+        /// Take the packages from this folder of .deb files (searched at
+        /// any depth, matched to the lock by SHA-256) instead of the
+        /// network; fails naming every locked package it lacks.
+        #[arg(long, value_name = "DIR")]
+        from_dir: Option<PathBuf>,
     },
 }
 
@@ -555,11 +563,13 @@ fn main() -> ExitCode {
             params,
             lock,
             offline,
+            from_dir,
         } => commands::fetch::run(&commands::fetch::FetchOptions {
             recipe,
             params,
             lock,
             offline,
+            from_dir,
             cache_dir,
             fetcher,
         }),

@@ -117,6 +117,19 @@ impl PackageCache {
         Ok(bytes)
     }
 
+    /// Puts bytes from elsewhere (a folder of .debs) in the cache if they
+    /// are exactly the locked package; returns whether they were.
+    pub fn import(&self, package: &LockedPackage, bytes: &[u8]) -> Result<bool, PackageError> {
+        if verify(package, bytes).is_err() {
+            return Ok(false);
+        }
+        let path = self.path_of(package);
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|()| crate::fsutil::write_atomic(&path, bytes, 0o644))
+            .map_err(|source| PackageError::Cache { path, source })?;
+        Ok(true)
+    }
+
     /// Makes sure every package of the lock is in the cache and intact.
     /// Returns how many were not cached.
     pub fn fill(&self, lock: &Lock) -> Result<usize, PackageError> {

@@ -549,3 +549,67 @@ fn one_flipped_byte_in_a_blob_is_refused_by_verify_and_by_the_installer() {
         "files were installed from a damaged bundle"
     );
 }
+
+fn manifest_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn an_offline_build_from_a_folder_of_debs_gives_the_same_image() {
+    let online = built_images();
+    let agent = repo().join("target/test-bundle/agent/nodeimg");
+    let dir = tempfile::tempdir().unwrap();
+
+    // The haproxy lock's .debs, laid out as on the mirror (a copied subset).
+    let lock: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("recipes/haproxy.lock")).unwrap())
+            .unwrap();
+    let debs = repo().join("target/test-package-cache/debs/sha256");
+    for package in lock["package"].as_array().unwrap() {
+        let target = dir
+            .path()
+            .join("debs")
+            .join(package["path"].as_str().unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(debs.join(package["sha256"].as_str().unwrap()), target).unwrap();
+    }
+
+    // No network at all, an empty cache: the folder is the only source.
+    let offline = |args: &[&str]| {
+        run(Command::new("unshare")
+            .args(["--net", env!("CARGO_BIN_EXE_nodeimg")])
+            .args(args)
+            .current_dir(repo())
+            .env("NODEIMG_CACHE", dir.path().join("cache"))
+            .env("NODEIMG_AGENT", &agent))
+    };
+    let folder = dir.path().join("debs");
+    let fetched = offline(&[
+        "fetch",
+        "recipes/haproxy.toml",
+        "--from-dir",
+        folder.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&fetched).contains("packages of the lock taken from them"),
+        "{}",
+        text(&fetched)
+    );
+    let out = dir.path().join("out");
+    offline(&[
+        "build",
+        "recipes/haproxy.toml",
+        "--offline",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        manifest_digest(&out.join("haproxy")),
+        manifest_digest(&online.join("haproxy"))
+    );
+}

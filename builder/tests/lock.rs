@@ -779,6 +779,56 @@ exclude = ["debconf", "perl"]"#,
 }
 
 #[test]
+fn fetch_from_a_folder_of_debs_needs_no_mirror_and_names_what_is_missing() {
+    let fx = Fixture::new();
+    fx.write_recipe(APP);
+    assert_ok(&fx.lock(&[]));
+    let recipe = fx.recipe_path();
+    let recipe = recipe.to_str().unwrap();
+    let lock = parse_lock(&fx.lock_text());
+    let packages = lock["package"].as_array().unwrap();
+
+    // Every locked .deb but libfoo, at any depth, under Debian's file names.
+    let folder = fx.dir.path().join("usb");
+    let libfoo = package(&lock, "libfoo").unwrap();
+    for p in packages {
+        if p["name"].as_str() == Some("libfoo") {
+            continue;
+        }
+        let path = p["path"].as_str().unwrap();
+        let target = folder.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(fx.archive.file(path), &target).unwrap();
+    }
+    // A file named like libfoo with other bytes is not taken for it.
+    let libfoo_path = libfoo["path"].as_str().unwrap();
+    let libfoo_name = libfoo_path.rsplit('/').next().unwrap();
+    std::fs::write(folder.join(libfoo_name), b"not the locked libfoo").unwrap();
+    std::fs::write(folder.join("unrelated_1.0_all.deb"), b"something else").unwrap();
+
+    fx.server.behaviour.lock().unwrap().fail_always = true;
+    fx.server.clear_log();
+    assert_fails(
+        &fx.nodeimg(&["fetch", recipe, "--from-dir", "usb"]),
+        &[
+            &format!("1 of {} locked packages are not in usb", packages.len()),
+            &format!("libfoo 2.0-1 ({libfoo_name})"),
+        ],
+    );
+    assert_eq!(cached_debs(&fx).len(), packages.len() - 1);
+
+    std::fs::copy(fx.archive.file(libfoo_path), folder.join(libfoo_name)).unwrap();
+    assert_ok(&fx.nodeimg(&["fetch", recipe, "--from-dir", "usb"]));
+    assert_eq!(cached_debs(&fx).len(), packages.len());
+    assert!(
+        fx.server.requests().is_empty(),
+        "the mirror was asked: {:?}",
+        fx.server.requests()
+    );
+    assert_ok(&fx.nodeimg(&["fetch", recipe, "--offline"]));
+}
+
+#[test]
 fn build_refuses_a_stale_lock_and_an_unwritable_output() {
     let fx = Fixture::new();
     fx.write_recipe(APP);
