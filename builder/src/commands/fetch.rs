@@ -94,15 +94,15 @@ fn import_dir(cache: &PackageCache, lock: &Lock, dir: &Path) -> anyhow::Result<(
             }
             _ => {
                 let name = file.file_name().unwrap_or_default().to_string_lossy();
-                if let Some(p) = lock.packages.iter().find(|p| p.path.ends_with(&*name)) {
-                    if p.sha256 != sha256 {
-                        tracing::warn!(
-                            "{}: named like {} {} but its SHA-256 is not the lock's: ignored",
-                            file.display(),
-                            p.name,
-                            p.version
-                        );
-                    }
+                if let Some(p) = lock.packages.iter().find(|p| p.path.ends_with(&*name))
+                    && p.sha256 != sha256
+                {
+                    tracing::warn!(
+                        "{}: named like {} {} but its SHA-256 is not the lock's: ignored",
+                        file.display(),
+                        p.name,
+                        p.version
+                    );
                 }
             }
         }
