@@ -23,6 +23,7 @@ pub mod overlay;
 pub mod package_cache;
 pub mod progress;
 pub mod recipe;
+pub mod registry;
 pub mod relation;
 pub mod release;
 pub mod render;

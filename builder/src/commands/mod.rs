@@ -8,5 +8,6 @@ pub mod fetch;
 pub mod inspect;
 pub mod lock;
 pub mod plan;
+pub mod push;
 pub mod secrets;
 pub mod verify;
