@@ -263,6 +263,34 @@ fn a_bundle_is_reproducible_stores_shared_blobs_once_and_keeps_secrets_out() {
     let proxy_secrets =
         std::fs::read_to_string(secret_root.join("host/haproxy/root/etc/nodeimg/secrets.toml"))
             .unwrap();
+
+    // The bundle's user-data (image loaded from the bundle, no package
+    // installs) passes Debian trixie's cloud-init schema check.
+    for role in ["db", "haproxy"] {
+        let checked = run(Command::new("docker")
+            .args(["run", "--rm", "--network", "none", "-v"])
+            .arg(format!(
+                "{}:/seed:ro",
+                secret_root.join("cloud-init").display()
+            ))
+            .args([
+                "--entrypoint",
+                "cloud-init",
+                support::images::loaded_host_image(),
+            ])
+            .args(["schema", "--config-file", &format!("/seed/{role}.yaml")]));
+        assert!(
+            text(&checked).contains("Valid schema"),
+            "{role}: {}",
+            text(&checked)
+        );
+        let user_data =
+            std::fs::read_to_string(secret_root.join(format!("cloud-init/{role}.yaml"))).unwrap();
+        assert!(
+            !user_data.contains("packages:"),
+            "{role}: nothing to install"
+        );
+    }
     assert!(
         !proxy_secrets.contains(superuser),
         "proxies get no Patroni password"
