@@ -4,6 +4,7 @@
 //! Everything is a pure function of the built images, the spec, the
 //! secrets and the templates, so the same inputs give the same archive.
 
+use crate::oci::blob_path;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -70,12 +71,6 @@ pub struct RoleImage {
 fn read_json(path: &Path) -> Result<Value, String> {
     let bytes = std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?;
     serde_json::from_slice(&bytes).map_err(|err| format!("{}: {err}", path.display()))
-}
-
-fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    layout
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
 }
 
 impl RoleImage {

@@ -279,13 +279,10 @@ impl Client {
             retry_after: header("retry-after").and_then(|v| v.trim().parse().ok()),
             body: String::new(),
         };
-        let mut body = String::new();
-        let _ = response
-            .body_mut()
-            .as_reader()
-            .take(64 << 10)
-            .read_to_string(&mut body);
-        Ok(Answer { body, ..answer })
+        Ok(Answer {
+            body: read_text(&mut response, 64 << 10),
+            ..answer
+        })
     }
 
     /// Sends with retries (connection errors, 429, 5xx) and, on a 401,
@@ -390,12 +387,7 @@ impl Client {
                     err: e.to_string(),
                 })?;
                 let status = response.status().as_u16();
-                let mut body = String::new();
-                let _ = response
-                    .body_mut()
-                    .as_reader()
-                    .take(1 << 20)
-                    .read_to_string(&mut body);
+                let body = read_text(&mut response, 1 << 20);
                 if status == 401 || status == 403 {
                     return Err(if basic.is_none() {
                         RegistryError::NeedsCredentials {
@@ -524,6 +516,17 @@ impl Client {
         let answer = self.expect(answer, "PUT", &url, &[201])?;
         Ok(answer.digest)
     }
+}
+
+/// Up to `limit` bytes of a response body, as text (error bodies, tokens).
+fn read_text(response: &mut ureq::http::Response<ureq::Body>, limit: u64) -> String {
+    let mut text = String::new();
+    let _ = response
+        .body_mut()
+        .as_reader()
+        .take(limit)
+        .read_to_string(&mut text);
+    text
 }
 
 /// The registry's `errors[].code: message`, for error messages.

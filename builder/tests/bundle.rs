@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use support::images::{repo, run, stripped_agent};
+use support::images::{manifest_digest, repo, run, shared_cache, stripped_agent};
 
 /// Held while a test removes, loads or checks the bundle's images.
 static DOCKER_IMAGES: Mutex<()> = Mutex::new(());
@@ -42,13 +42,7 @@ fn built_images() -> &'static Path {
     static IMAGES: OnceLock<PathBuf> = OnceLock::new();
     IMAGES.get_or_init(|| {
         let work = repo().join("target/test-bundle");
-        let cache = work.join("cache");
-        std::fs::create_dir_all(&cache).unwrap();
-        let debs = repo().join("target/test-package-cache/debs");
-        std::fs::create_dir_all(&debs).unwrap();
-        if !cache.join("debs").exists() {
-            std::os::unix::fs::symlink(&debs, cache.join("debs")).unwrap();
-        }
+        let cache = shared_cache(&work);
         let agent = stripped_agent(&work.join("agent"));
         // Bytes after an ELF's last section are never loaded: the agent
         // runs the same, the images get their own digests.
@@ -576,15 +570,6 @@ fn one_flipped_byte_in_a_blob_is_refused_by_verify_and_by_the_installer() {
         !target.exists(),
         "files were installed from a damaged bundle"
     );
-}
-
-fn manifest_digest(layout: &Path) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[test]

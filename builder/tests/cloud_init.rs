@@ -12,7 +12,7 @@ mod support {
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::images::{built_images_dir, loaded_host_image, loaded_images, repo};
+use support::images::{built_images_dir, loaded_host_image, loaded_images, manifest_digest, repo};
 
 fn nodeimg(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nodeimg"))
@@ -75,14 +75,7 @@ fn generate() -> Generated {
 }
 
 fn digest_of(role: &str) -> String {
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(built_images_dir().join(role).join("index.json")).unwrap(),
-    )
-    .unwrap();
-    index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    manifest_digest(&built_images_dir().join(role))
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::images::{built_images_dir, loaded_images, run};
+use support::images::{built_images_dir, loaded_images, manifest_digest, run};
 
 /// A docker-registry process on a free loopback port, killed on drop.
 struct Registry {
@@ -129,15 +129,6 @@ fn text(output: &Output) -> String {
 fn layout(role: &str) -> PathBuf {
     loaded_images();
     built_images_dir().join(role)
-}
-
-fn manifest_digest(layout: &Path) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[test]

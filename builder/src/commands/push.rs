@@ -2,8 +2,10 @@
 //! (every blob checked against its digest first, the manifest's own bytes)
 //! to an OCI distribution registry.
 
+use super::read_json;
+use crate::oci::blob_path;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -18,17 +20,6 @@ pub struct PushOptions {
     pub insecure_http: bool,
     pub chunk_size: Option<usize>,
     pub json: bool,
-}
-
-fn read_json(path: &Path) -> anyhow::Result<Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
-}
-
-fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    layout
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
 }
 
 fn credentials(options: &PushOptions) -> anyhow::Result<Option<Credentials>> {

@@ -5,6 +5,8 @@
 //! layer's uncompressed digest against the config's diff_ids, and the SBOM
 //! beside the layout against the lock embedded in the image.
 
+use super::read_json;
+use crate::oci::blob_path;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -38,12 +40,6 @@ impl SignatureCheck {
     }
 }
 
-fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    layout
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-}
-
 /// Hashes a blob as it streams; errors name the blob.
 fn check_blob(layout: &Path, descriptor: &Value, what: &str) -> anyhow::Result<PathBuf> {
     let digest = descriptor["digest"]
@@ -66,11 +62,6 @@ fn check_blob(layout: &Path, descriptor: &Value, what: &str) -> anyhow::Result<P
         );
     }
     Ok(path)
-}
-
-fn read_json(path: &Path) -> anyhow::Result<Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 /// SHA-256 of a gzip layer's uncompressed tar, and the lock the image

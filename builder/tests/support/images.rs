@@ -33,6 +33,29 @@ pub fn stripped_agent(dir: &Path) -> PathBuf {
     path
 }
 
+/// `work`/cache: a cache of its own (indexes, layers) whose .debs are the
+/// ones every test shares, so a package is downloaded once per checkout.
+pub fn shared_cache(work: &Path) -> PathBuf {
+    let cache = work.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let debs = repo().join("target/test-package-cache/debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    if !cache.join("debs").exists() {
+        std::os::unix::fs::symlink(&debs, cache.join("debs")).unwrap();
+    }
+    cache
+}
+
+/// The digest of the one manifest a layout's index names.
+pub fn manifest_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub struct LoadedImages {
     pub db: String,
     pub haproxy: String,
@@ -44,13 +67,7 @@ pub fn loaded_images() -> &'static LoadedImages {
     static IMAGES: OnceLock<LoadedImages> = OnceLock::new();
     IMAGES.get_or_init(|| {
         let work = repo().join("target/test-cluster");
-        let cache = work.join("cache");
-        std::fs::create_dir_all(&cache).unwrap();
-        let debs = repo().join("target/test-package-cache/debs");
-        std::fs::create_dir_all(&debs).unwrap();
-        if !cache.join("debs").exists() {
-            std::os::unix::fs::symlink(&debs, cache.join("debs")).unwrap();
-        }
+        let cache = shared_cache(&work);
         let agent = stripped_agent(&work.join("agent"));
         run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
             .args(["build", "--all", "--output"])
@@ -82,13 +99,7 @@ pub fn loaded_host_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
         let work = repo().join("target/test-cluster");
-        let cache = work.join("cache");
-        std::fs::create_dir_all(&cache).unwrap();
-        let debs = repo().join("target/test-package-cache/debs");
-        std::fs::create_dir_all(&debs).unwrap();
-        if !cache.join("debs").exists() {
-            std::os::unix::fs::symlink(&debs, cache.join("debs")).unwrap();
-        }
+        let cache = shared_cache(&work);
         run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
             .args(["build", "tests/host/host.toml", "--output"])
             .arg(work.join("host-images"))
