@@ -21,9 +21,17 @@ struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// How the registry authenticates clients.
+enum Auth<'a> {
+    Anonymous,
+    /// Basic, with one (user, password).
+    Htpasswd(&'a str, &'a str),
+    /// Bearer tokens from this token server.
+    Token(&'a TokenServer),
+}
+
 impl Registry {
-    /// `htpasswd`: (user, password) for Basic authentication, or none.
-    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+    fn start(auth: Auth) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -34,14 +42,22 @@ impl Registry {
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
-        if let Some((user, password)) = htpasswd {
-            // Registry 2.x reads bcrypt entries only.
-            let output = run(Command::new("htpasswd").args(["-Bbn", user, password]));
-            std::fs::write(dir.path().join("htpasswd"), output.stdout).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: nodeimg-test\n    path: {}\n",
-                dir.path().join("htpasswd").display()
-            ));
+        match auth {
+            Auth::Anonymous => {}
+            Auth::Htpasswd(user, password) => {
+                // Registry 2.x reads bcrypt entries only.
+                let output = run(Command::new("htpasswd").args(["-Bbn", user, password]));
+                std::fs::write(dir.path().join("htpasswd"), output.stdout).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: nodeimg-test\n    path: {}\n",
+                    dir.path().join("htpasswd").display()
+                ));
+            }
+            Auth::Token(server) => config.push_str(&format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                server.port,
+                server.dir.path().join("cert.pem").display()
+            )),
         }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let child = Command::new("docker-registry")
@@ -94,6 +110,148 @@ impl Registry {
     }
 }
 
+const SERVICE: &str = "nodeimg-test-registry";
+const ISSUER: &str = "nodeimg-test-issuer";
+
+/// A token server as the distribution spec describes one: GET /token with
+/// Basic credentials, `service` and `scope`, answers `{"token": JWT}`
+/// granting the scope's actions. The JWT is RS256, signed by openssl with
+/// a self-signed certificate the registry trusts (sent in `x5c`).
+struct TokenServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenServer {
+    fn start(user: &'static str, password: &'static str) -> TokenServer {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=nodeimg-test-token-issuer", "-keyout"])
+            .arg(dir.path().join("key.pem"))
+            .arg("-out")
+            .arg(dir.path().join("cert.pem")));
+        let der = run(Command::new("openssl")
+            .args(["x509", "-outform", "der", "-in"])
+            .arg(dir.path().join("cert.pem")))
+        .stdout;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let key = dir.path().join("key.pem");
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = issued.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                answer_token_request(stream, user, password, &der, &key, &counter);
+            }
+        });
+        TokenServer { port, dir, issued }
+    }
+}
+
+fn answer_token_request(
+    mut stream: std::net::TcpStream,
+    user: &str,
+    password: &str,
+    der: &[u8],
+    key: &Path,
+    issued: &std::sync::atomic::AtomicUsize,
+) {
+    use base64::Engine;
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).unwrap();
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(value.trim().to_string());
+        }
+    }
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let reply = |status: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if authorization.as_deref() != Some(expected.as_str()) {
+        let _ = stream
+            .write_all(reply("401 Unauthorized", r#"{"details":"bad credentials"}"#).as_bytes());
+        return;
+    }
+    // scope=repository:NAME:pull,push
+    let target = request_line.split(' ').nth(1).unwrap_or("");
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let scope = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("scope="))
+        .unwrap_or("");
+    let mut parts = scope.splitn(3, ':');
+    let (_, name, actions) = (
+        parts.next(),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::json!({
+        "alg": "RS256",
+        "typ": "JWT",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(der)],
+    });
+    let claims = serde_json::json!({
+        "iss": ISSUER,
+        "sub": user,
+        "aud": SERVICE,
+        "exp": now + 300,
+        "nbf": now - 10,
+        "iat": now,
+        "jti": format!("nodeimg-test-{now}-{}", issued.load(std::sync::atomic::Ordering::SeqCst)),
+        "access": [{"type": "repository", "name": name, "actions": actions.split(',').collect::<Vec<_>>()}],
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())
+        .unwrap();
+    let signature = openssl.wait_with_output().unwrap().stdout;
+    let token = format!("{signing_input}.{}", b64(&signature));
+    issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _ = stream
+        .write_all(reply("200 OK", &serde_json::json!({"token": token}).to_string()).as_bytes());
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -133,7 +291,7 @@ fn layout(role: &str) -> PathBuf {
 
 #[test]
 fn both_images_are_pushed_then_pulled_by_digest_and_run() {
-    let registry = Registry::start(None);
+    let registry = Registry::start(Auth::Anonymous);
     // db in 4 MiB chunks (its big layers take the PATCH path), haproxy whole.
     for (role, extra, check) in [
         (
@@ -207,7 +365,7 @@ fn both_images_are_pushed_then_pulled_by_digest_and_run() {
 
 #[test]
 fn basic_auth_is_asked_for_refused_when_wrong_and_used_when_given() {
-    let registry = Registry::start(Some(("ci", "s3cret-for-the-test")));
+    let registry = Registry::start(Auth::Htpasswd("ci", "s3cret-for-the-test"));
     let layout = layout("haproxy");
     let target = format!("{}/nodeimg/haproxy:auth", registry.host());
 
@@ -247,7 +405,7 @@ fn basic_auth_is_asked_for_refused_when_wrong_and_used_when_given() {
 
 #[test]
 fn a_damaged_layout_pushes_nothing_and_names_the_blob() {
-    let registry = Registry::start(None);
+    let registry = Registry::start(Auth::Anonymous);
     let copy = tempfile::tempdir().unwrap();
     run(Command::new("cp")
         .arg("-r")
@@ -303,4 +461,50 @@ fn a_damaged_layout_pushes_nothing_and_names_the_blob() {
         "{}",
         text(&bad_target)
     );
+}
+
+#[test]
+fn bearer_tokens_are_fetched_from_the_realm_the_registry_names() {
+    let tokens = TokenServer::start("ci", "token-password-for-the-test");
+    let registry = Registry::start(Auth::Token(&tokens));
+    let layout = layout("haproxy");
+    let target = format!("{}/nodeimg/haproxy:bearer", registry.host());
+
+    let anonymous = push(&layout, &target, &[], None);
+    assert!(!anonymous.status.success());
+    assert!(
+        text(&anonymous).contains("NODEIMG_REGISTRY_USERNAME"),
+        "{}",
+        text(&anonymous)
+    );
+    let wrong = push(
+        &layout,
+        &target,
+        &["--username", "ci", "--password-stdin"],
+        Some("nope"),
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains("refused the credentials"),
+        "{}",
+        text(&wrong)
+    );
+
+    let right = push(
+        &layout,
+        &target,
+        &["--username", "ci", "--password-stdin"],
+        Some("token-password-for-the-test"),
+    );
+    assert!(right.status.success(), "{}", text(&right));
+    assert_eq!(
+        String::from_utf8_lossy(&right.stdout).trim(),
+        format!(
+            "{}/nodeimg/haproxy@{}",
+            registry.host(),
+            manifest_digest(&layout)
+        )
+    );
+    // One token served the whole push.
+    assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
