@@ -508,3 +508,75 @@ fn bearer_tokens_are_fetched_from_the_realm_the_registry_names() {
     // One token served the whole push.
     assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// A loopback TCP proxy in front of the registry that answers the first
+/// `fail_first` connections with 503 (as an overloaded registry or its
+/// load balancer does) and forwards the rest unchanged.
+struct Flaky {
+    port: u16,
+}
+
+impl Flaky {
+    fn start(upstream: u16, fail_first: usize) -> Flaky {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut client) = stream else { continue };
+                if n < fail_first {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut client_r, mut server_w) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_r, &mut server_w);
+                    let _ = server_w.shutdown(std::net::Shutdown::Write);
+                });
+                let mut server_r = server;
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_r, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Flaky { port }
+    }
+}
+
+#[test]
+fn a_registry_that_answers_503_is_retried_then_reported() {
+    let registry = Registry::start(Auth::Anonymous);
+    let layout = layout("haproxy");
+
+    // Two 503s, then the real registry: the push goes through.
+    let flaky = Flaky::start(registry.port, 2);
+    let target = format!("127.0.0.1:{}/nodeimg/haproxy:retried", flaky.port);
+    let output = push(&layout, &target, &[], None);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("answered 503; retrying"),
+        "{}",
+        text(&output)
+    );
+    let (status, _) = registry
+        .get("/v2/nodeimg/haproxy/manifests/retried")
+        .unwrap();
+    assert_eq!(status, 200);
+
+    // A registry that never recovers: a clear error after the retries.
+    let down = Flaky::start(registry.port, usize::MAX);
+    let target = format!("127.0.0.1:{}/nodeimg/haproxy:never", down.port);
+    let output = push(&layout, &target, &[], None);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("the registry answered 503"),
+        "{}",
+        text(&output)
+    );
+}
