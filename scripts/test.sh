@@ -12,9 +12,10 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # client of the end-to-end cluster test; docker (already running on CI) loads them;
 # docker-registry (Debian's CNCF distribution server) and htpasswd serve the
 # push tests (openssl signs the Bearer tokens of their token server);
-# unshare (util-linux) cuts the bundle installer off the network.
+# unshare (util-linux) cuts the bundle installer off the network; podman
+# loads a bundle as Docker does.
 need=()
-for tool in gpg gpgv dpkg xz skopeo umoci strip psql docker-registry htpasswd unshare openssl; do
+for tool in gpg gpgv dpkg xz skopeo umoci strip psql docker-registry htpasswd unshare openssl podman; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # The SCRAM test starts its own PostgreSQL server (initdb in a temp dir).
@@ -25,7 +26,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     as_root mkdir -p /etc/postgresql-common/createcluster.d
     echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/nodeimg-tests.conf >/dev/null
     as_root apt-get -o DPkg::Lock::Timeout=600 update
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman
 fi
 
 cargo fmt --all -- --check

@@ -626,3 +626,42 @@ fn an_offline_build_from_a_folder_of_debs_gives_the_same_image() {
         manifest_digest(&online.join("haproxy"))
     );
 }
+
+#[test]
+fn podman_loads_the_bundle_too() {
+    let dir = inputs();
+    bundle(dir.path(), "cluster-bundle.tar", &[]);
+    let root = extract(
+        &dir.path().join("cluster-bundle.tar"),
+        &dir.path().join("x"),
+    );
+    let roles = roles(&root);
+    let podman_rmi = || {
+        for [_, reference, ..] in &roles {
+            let _ = Command::new("podman")
+                .args(["rmi", "-f", reference])
+                .output();
+        }
+    };
+    podman_rmi();
+    let output = Command::new("unshare")
+        .args(["--net", "sh"])
+        .arg(root.join("install.sh"))
+        .arg("--load-only")
+        .env("NODEIMG_RUNTIME", "podman")
+        .output()
+        .unwrap();
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    // install.sh compared each image ID podman reports with the bundle's.
+    for [role, reference, config, _] in &roles {
+        assert!(
+            log.contains(&format!(
+                "{role}: {reference} loaded, image ID {}",
+                &config[7..]
+            )),
+            "{log}"
+        );
+    }
+    podman_rmi();
+}
