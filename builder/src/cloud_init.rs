@@ -44,12 +44,15 @@ pub enum CloudInitError {
 pub enum ImageSource<'a> {
     /// Pulled by digest from the spec's `[images]` repository.
     Registry { digest: &'a str },
-    /// Loaded by a bundle's install.sh: the unit runs the loaded reference
-    /// and refuses to start unless its image ID is one of `ids` (the config
-    /// digest on Docker's classic store, the manifest digest on containerd's).
+    /// Loaded from a bundle unpacked on the host at `dir`: by its
+    /// install.sh, or by the unit itself when the image is missing. The
+    /// unit runs the loaded reference and refuses to start unless its image
+    /// ID is one of `ids` (the config digest on Docker's classic store, the
+    /// manifest digest on containerd's).
     Bundle {
         reference: &'a str,
         ids: [&'a str; 2],
+        dir: &'a str,
     },
 }
 
@@ -60,6 +63,8 @@ struct Context<'a> {
     image: String,
     /// Set for bundle installs: the image IDs the unit accepts.
     bundle_image_ids: Option<[&'a str; 2]>,
+    /// Set for bundle installs: where the bundle is unpacked on the host.
+    bundle_dir: Option<&'a str>,
     docker_version: &'a str,
     data_dir: &'a str,
     allow_root_disk: bool,
@@ -114,7 +119,7 @@ pub fn render(
     if let Some(member) = view_member {
         crate::render::NodeView::build(spec, role, member, secrets, "/usr/lib/postgresql/17/bin")?;
     }
-    let (image, bundle_image_ids) = match image {
+    let (image, bundle_image_ids, bundle_dir) = match image {
         ImageSource::Registry { digest } => {
             let repository = spec
                 .images
@@ -122,9 +127,13 @@ pub fn render(
                 .ok_or_else(|| CloudInitError::NoRepository {
                     role: name.to_string(),
                 })?;
-            (format!("{repository}@{digest}"), None)
+            (format!("{repository}@{digest}"), None, None)
         }
-        ImageSource::Bundle { reference, ids } => (reference.to_string(), Some(*ids)),
+        ImageSource::Bundle {
+            reference,
+            ids,
+            dir,
+        } => (reference.to_string(), Some(*ids), Some(*dir)),
     };
     let role_secrets = secrets.for_role(name).to_toml();
     let context = Context {
@@ -132,6 +141,7 @@ pub fn render(
         cluster: &spec.cluster.name,
         image,
         bundle_image_ids,
+        bundle_dir,
         docker_version: &spec.hosts.docker_version,
         data_dir: &spec.hosts.data_dir,
         allow_root_disk: spec.hosts.allow_root_disk,
@@ -204,6 +214,7 @@ mod tests {
             cluster: "t",
             image: "r/db@sha256:x".into(),
             bundle_image_ids: None,
+            bundle_dir: None,
             docker_version: "1",
             data_dir: "/d",
             allow_root_disk: false,

@@ -115,8 +115,8 @@ enum Command {
     /// --with-secrets. Same inputs, same bytes.
     ///
     /// On the target (no network needed):
-    ///   tar -xf cluster-bundle.tar
-    ///   sh nodeimg-<cluster>/install.sh --role db --secrets db.secrets.toml
+    ///   mkdir -p /opt/nodeimg && tar -xf cluster-bundle.tar -C /opt/nodeimg
+    ///   sh /opt/nodeimg/nodeimg-<cluster>/install.sh --role db --secrets db.secrets.toml
     ///
     /// Examples:
     ///   nodeimg bundle cluster.toml -o cluster-bundle.tar
@@ -145,6 +145,10 @@ enum Command {
         /// (keys/) the images' locks were made from go in the bundle.
         #[arg(long, default_value = "recipes")]
         recipes: PathBuf,
+        /// Where the bundle is unpacked on the hosts: the node's unit loads
+        /// the image from <DIR>/nodeimg-<cluster>/ whenever it is missing.
+        #[arg(long, value_name = "DIR", default_value = "/opt/nodeimg")]
+        host_dir: String,
     },
 
     /// Re-check a built image layout or a cluster bundle.
@@ -509,6 +513,7 @@ fn main() -> ExitCode {
             images,
             template,
             recipes,
+            host_dir,
         } => commands::bundle::run(&commands::bundle::BundleOptions {
             cluster,
             secrets,
@@ -517,6 +522,7 @@ fn main() -> ExitCode {
             output,
             with_secrets,
             recipes,
+            host_dir,
         }),
         Command::Push {
             layout,

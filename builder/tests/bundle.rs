@@ -294,7 +294,13 @@ fn a_bundle_is_reproducible_stores_shared_blobs_once_and_keeps_secrets_out() {
 #[test]
 fn the_installer_loads_and_installs_with_no_network_and_the_images_serve() {
     let dir = inputs();
-    bundle(dir.path(), "cluster-bundle.tar", &[]);
+    // Unpacked in x/ below, as --host-dir tells the units.
+    let host_dir = dir.path().join("x");
+    bundle(
+        dir.path(),
+        "cluster-bundle.tar",
+        &["--host-dir", host_dir.to_str().unwrap()],
+    );
     let verify = nodeimg(&["verify", "cluster-bundle.tar"], dir.path());
     assert!(verify.status.success(), "{}", text(&verify));
     assert!(text(&verify).contains("sboms/db.spdx.json: agrees with the lock"));
@@ -362,17 +368,28 @@ fn the_installer_loads_and_installs_with_no_network_and_the_images_serve() {
         let unit =
             std::fs::read_to_string(target.join("etc/systemd/system/nodeimg.service")).unwrap();
         assert!(unit.contains(&format!("\n  {reference}\n")), "{unit}");
-        // The unit's own pre-start check accepts the image install.sh loaded.
-        let check = unit
-            .lines()
-            .find(|l| l.contains("docker image inspect"))
-            .and_then(|l| l.strip_prefix("ExecStartPre=/bin/sh -c '"))
-            .and_then(|l| l.strip_suffix('\''))
-            .unwrap_or_else(|| panic!("no image check in {unit}"))
-            .replace("$$", "$");
-        let output = run(Command::new("sh").args(["-c", &check]));
-        assert!(output.status.success());
+        // The unit's own pre-start checks accept the image install.sh loaded.
+        assert!(unit_image_checks(&unit).status.success());
     }
+
+    // Images gone (a pruned engine): the unit loads them again from the
+    // unpacked bundle, with no network, and its ID check passes.
+    let guard = DOCKER_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+    remove_images(&root);
+    let unit =
+        std::fs::read_to_string(installed[0].join("etc/systemd/system/nodeimg.service")).unwrap();
+    let reloaded = unit_image_checks(&unit);
+    assert!(reloaded.status.success(), "{}", text(&reloaded));
+    assert!(
+        text(&reloaded).contains("all files match SHA256SUMS"),
+        "{}",
+        text(&reloaded)
+    );
+    for [_, reference, config, manifest] in &roles {
+        let id = image_id(reference).unwrap_or_else(|| panic!("{reference} not reloaded"));
+        assert!(id == *config || id == *manifest);
+    }
+    drop(guard);
 
     // The loaded images start with the installed files and serve SQL
     // through PgBouncer with SCRAM.
@@ -401,6 +418,32 @@ fn the_installer_loads_and_installs_with_no_network_and_the_images_serve() {
         "no answer through PgBouncer after 120 s: {last}\n{}",
         network.logs()
     );
+}
+
+/// Runs, in order and with no network, the unit's ExecStartPre lines that
+/// deal with its image (load from the bundle if missing, check its ID),
+/// as systemd would (`$$` is a literal `$`).
+fn unit_image_checks(unit: &str) -> Output {
+    let script: Vec<String> = unit
+        .lines()
+        .filter(|l| l.contains("docker image inspect"))
+        .map(|l| {
+            l.strip_prefix("ExecStartPre=/bin/sh -c '")
+                .and_then(|l| l.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("not a sh -c line: {l}"))
+                .replace("$$", "$")
+        })
+        .collect();
+    assert_eq!(script.len(), 2, "load and check lines in {unit}");
+    Command::new("unshare")
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            &format!("({}) && ({})", script[0], script[1]),
+        ])
+        .output()
+        .unwrap()
 }
 
 fn psql(host: &str, password: &str, sql: &str) -> Result<String, String> {

@@ -26,10 +26,16 @@ pub struct BundleOptions {
     /// Its `inrelease/` and `keys/` let the bundle's receiver re-check the
     /// signatures the images' locks record.
     pub recipes: PathBuf,
+    /// Where the bundle will be unpacked on the hosts: the unit loads the
+    /// image from `<host_dir>/nodeimg-<cluster>` when it is missing.
+    pub host_dir: String,
 }
 
 const README: &str = "\
 nodeimg cluster bundle
+
+Unpack it where `nodeimg bundle --host-dir` said (default /opt/nodeimg):
+the node's unit loads the image from there again if it is ever missing.
 
   sh install.sh --help            what the installer does
   sh install.sh --role db --secrets db.secrets.toml
@@ -48,6 +54,16 @@ pub fn run(options: &BundleOptions) -> anyhow::Result<()> {
     let spec = ClusterSpec::parse(&spec_text, &options.cluster)?;
     let secrets = Secrets::read(&options.secrets)?;
     let root = format!("nodeimg-{}/", spec.cluster.name);
+    anyhow::ensure!(
+        options.host_dir.starts_with('/') && !options.host_dir.contains(['\'', ' ', '\n']),
+        "--host-dir {:?}: give an absolute path without spaces or quotes (it goes into the systemd unit)",
+        options.host_dir
+    );
+    let bundle_dir = format!(
+        "{}/{}",
+        options.host_dir.trim_end_matches('/'),
+        root.trim_end_matches('/')
+    );
 
     let mut images = Vec::new();
     let mut files = vec![
@@ -85,6 +101,7 @@ pub fn run(options: &BundleOptions) -> anyhow::Result<()> {
             &ImageSource::Bundle {
                 reference: &image.reference,
                 ids: [&image.config_digest, &image.manifest_digest],
+                dir: &bundle_dir,
             },
             options.with_secrets,
             &options.template,
