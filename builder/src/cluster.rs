@@ -139,6 +139,15 @@ pub struct PatroniSettings {
     /// loses an acknowledged write (at some cost in write latency).
     #[serde(default)]
     pub synchronous_mode: bool,
+    /// With etcd: when a majority of the db nodes cannot reach the leader
+    /// for loop_wait + retry_timeout + 2 s, its leader key is removed, so a
+    /// hard-killed leader is replaced before its TTL runs out (fencing.rs).
+    #[serde(default = "default_fence_dead_leader")]
+    pub fence_dead_leader: bool,
+}
+
+fn default_fence_dead_leader() -> bool {
+    true
 }
 
 fn default_ttl() -> u32 {
@@ -162,6 +171,7 @@ impl Default for PatroniSettings {
             retry_timeout: default_retry_timeout(),
             maximum_lag_on_failover: default_max_lag(),
             synchronous_mode: false,
+            fence_dead_leader: default_fence_dead_leader(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod commands;
 pub mod deb;
 pub mod deb822;
+pub mod fencing;
 pub mod fetch;
 pub mod fsutil;
 pub mod host_install;

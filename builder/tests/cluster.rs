@@ -627,6 +627,18 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
         "hard failover: writes unavailable for {:.1}s",
         hard.as_secs_f64()
     );
+    // The survivors fenced the dead leader rather than wait for its TTL.
+    let fenced = format!("fencing: leader {second_leader} unreachable");
+    let survivors: Vec<String> = ["db-1", "db-2", "db-3"]
+        .iter()
+        .filter(|m| **m != second_leader)
+        .map(|m| logs(m))
+        .collect();
+    assert!(
+        survivors.iter().any(|l| l.contains(&fenced)),
+        "no survivor fenced {second_leader}:\n{}",
+        survivors.join("\n---\n")
+    );
     run(Command::new("docker").args(["start", &container_of(&network, &second_leader)]));
     let rejoin = wait_until(
         "the killed leader to rejoin as a streaming replica",

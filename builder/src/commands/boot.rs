@@ -56,6 +56,13 @@ pub fn run(options: &BootOptions) -> anyhow::Result<i32> {
         Role::Haproxy => haproxy_services(&accounts)?,
     };
     let table = ProcessTable::default();
+    if node.role == Role::Db
+        && node.spec.cluster.dcs == Dcs::Etcd
+        && node.spec.patroni.fence_dead_leader
+    {
+        let config = fence_config(&node);
+        std::thread::spawn(move || crate::fencing::watch(config));
+    }
     if node.role == Role::Db && (!node.spec.users.is_empty() || !node.spec.databases.is_empty()) {
         start_leader_tasks(&node, &accounts, table.clone());
     }
@@ -351,6 +358,26 @@ fn haproxy_services(accounts: &Accounts) -> anyhow::Result<Vec<ServiceSpec>> {
             stop_timeout: Duration::from_secs(5),
         },
     ])
+}
+
+fn fence_config(node: &Node) -> crate::fencing::FenceConfig {
+    let ports = &node.view.ports;
+    let timings = &node.spec.patroni;
+    crate::fencing::FenceConfig {
+        etcd: format!("http://127.0.0.1:{}", ports.etcd_client),
+        // Patroni's namespace (patroni.yml.j2) and scope.
+        prefix: format!("/nodeimg/{}/", node.spec.cluster.name),
+        me: node.me.name.clone(),
+        members: node
+            .spec
+            .db_members
+            .iter()
+            .map(|m| (m.name.clone(), m.ip))
+            .collect(),
+        patroni_port: ports.patroni,
+        etcd_port: ports.etcd_client,
+        grace: crate::fencing::FenceConfig::grace_for(timings.loop_wait, timings.retry_timeout),
+    }
 }
 
 /// On the leader, creates the spec's users and databases (Patroni 4 no

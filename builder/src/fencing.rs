@@ -1,0 +1,274 @@
+//! Fencing of a dead leader, so a hard-killed primary is replaced in
+//! seconds rather than after its leader key's TTL (Patroni refuses a TTL
+//! under 20 s, and a new etcd leader renews every lease it inherits).
+//!
+//! Every db node's agent watches the Patroni leader key in etcd. When the
+//! leader's Patroni API and its etcd member both stop answering, the node
+//! says so under `<namespace><scope>/nodeimg-suspects/<me>` (a key on a
+//! short lease). Once a majority of all db members suspect the same leader
+//! key (same revision) for longer than `loop_wait + retry_timeout` plus a
+//! margin, one of them deletes that key in a transaction that succeeds only
+//! if the key is unchanged, and Patroni elects a new leader at once.
+//!
+//! Why it is safe: a leader that is alive but cut off cannot update its key
+//! and demotes itself after `retry_timeout` (Patroni's rule), before the
+//! majority acts; a majority is needed, so one replica with a bad link
+//! cannot depose a healthy leader; and the delete is conditional, so a key
+//! renewed or replaced meanwhile is never touched.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+/// What the fencing thread needs to know about the cluster.
+#[derive(Debug, Clone)]
+pub struct FenceConfig {
+    /// The local etcd's client URL, e.g. `http://127.0.0.1:2379`.
+    pub etcd: String,
+    /// `<namespace><scope>/`, as Patroni lays out its keys.
+    pub prefix: String,
+    pub me: String,
+    /// Every db member: name, IP.
+    pub members: Vec<(String, Ipv4Addr)>,
+    pub patroni_port: u16,
+    pub etcd_port: u16,
+    /// How long the leader must look dead to a majority before its key goes.
+    pub grace: Duration,
+}
+
+impl FenceConfig {
+    /// `loop_wait + retry_timeout` and two seconds: by then a leader that
+    /// is alive but cut off from etcd has demoted itself.
+    pub fn grace_for(loop_wait: u32, retry_timeout: u32) -> Duration {
+        Duration::from_secs(u64::from(loop_wait + retry_timeout) + 2)
+    }
+}
+
+/// A key as etcd's JSON gateway returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub value: String,
+    pub mod_revision: String,
+}
+
+/// True when `suspects` (the values of every suspicion key) show that a
+/// majority of the `members` db members suspect `leader_mark`.
+pub fn majority_suspects(suspects: &[String], leader_mark: &str, members: usize) -> bool {
+    let agreeing = suspects.iter().filter(|s| *s == leader_mark).count();
+    agreeing > members / 2
+}
+
+/// A minimal client of etcd's v3 JSON gateway (keys and values base64).
+struct Etcd {
+    agent: ureq::Agent,
+    base: String,
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn unb64(value: &Value) -> String {
+    value
+        .as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// The key after every key starting with `prefix` (etcd's range end).
+fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last += 1;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+impl Etcd {
+    fn new(base: &str) -> Etcd {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(2)))
+            .proxy(None)
+            .build()
+            .new_agent();
+        Etcd {
+            agent,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    fn call(&self, path: &str, body: Value) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|e| format!("{url}: {e}"))?;
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{url}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, String> {
+        let answer = self.call("/v3/kv/range", json!({"key": b64(key)}))?;
+        Ok(answer["kvs"].get(0).map(|kv| KeyValue {
+            value: unb64(&kv["value"]),
+            mod_revision: kv["mod_revision"].as_str().unwrap_or("").to_string(),
+        }))
+    }
+
+    fn values_under(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let answer = self.call(
+            "/v3/kv/range",
+            json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix))}),
+        )?;
+        Ok(answer["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|kv| unb64(&kv["value"]))
+            .collect())
+    }
+
+    /// Puts `key` on a lease of `ttl` seconds, so it vanishes with its writer.
+    fn put_leased(&self, key: &str, value: &str, ttl: u64) -> Result<(), String> {
+        let lease = self.call("/v3/lease/grant", json!({"TTL": ttl.to_string()}))?;
+        let id = lease["ID"].as_str().unwrap_or("0").to_string();
+        self.call(
+            "/v3/kv/put",
+            json!({"key": b64(key), "value": b64(value), "lease": id}),
+        )?;
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), String> {
+        self.call("/v3/kv/deleterange", json!({"key": b64(key)}))
+            .map(|_| ())
+    }
+
+    /// Deletes `key` only if its mod_revision is still `revision`.
+    fn delete_if_unchanged(&self, key: &str, revision: &str) -> Result<bool, String> {
+        let answer = self.call(
+            "/v3/kv/txn",
+            json!({
+                "compare": [{"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": revision}],
+                "success": [{"request_delete_range": {"key": b64(key)}}],
+            }),
+        )?;
+        Ok(answer["succeeded"].as_bool().unwrap_or(false))
+    }
+}
+
+/// Whether something accepts TCP connections at `ip:port` within `timeout`.
+fn answers(ip: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout).is_ok()
+}
+
+/// Runs forever (a thread of the db node's agent).
+pub fn watch(config: FenceConfig) {
+    let etcd = Etcd::new(&config.etcd);
+    let leader_key = format!("{}leader", config.prefix);
+    let suspects_prefix = format!("{}nodeimg-suspects/", config.prefix);
+    let my_suspicion = format!("{suspects_prefix}{}", config.me);
+    // (leader mark, since when it has looked dead from here)
+    let mut dead_since: Option<(String, Instant)> = None;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let leader = match etcd.get(&leader_key) {
+            Ok(Some(leader)) if leader.value != config.me => leader,
+            Ok(_) => {
+                dead_since = None;
+                continue;
+            }
+            // No quorum seen from here: this node must not act.
+            Err(_) => continue,
+        };
+        let Some((_, ip)) = config
+            .members
+            .iter()
+            .find(|(name, _)| *name == leader.value)
+        else {
+            continue;
+        };
+        let probe = Duration::from_millis(500);
+        let alive =
+            answers(*ip, config.patroni_port, probe) || answers(*ip, config.etcd_port, probe);
+        let mark = format!("{}@{}", leader.value, leader.mod_revision);
+        if alive {
+            if dead_since.take().is_some() {
+                let _ = etcd.delete(&my_suspicion);
+            }
+            continue;
+        }
+        let since = match &dead_since {
+            Some((seen, since)) if *seen == mark => *since,
+            _ => {
+                tracing::warn!(
+                    "fencing: leader {} answers neither on Patroni's port nor on etcd's; watching it",
+                    leader.value
+                );
+                let now = Instant::now();
+                dead_since = Some((mark.clone(), now));
+                now
+            }
+        };
+        // The suspicion outlives a missed beat or two, not a dead agent.
+        if etcd.put_leased(&my_suspicion, &mark, 3).is_err() {
+            continue;
+        }
+        if since.elapsed() < config.grace {
+            continue;
+        }
+        let suspects = etcd.values_under(&suspects_prefix).unwrap_or_default();
+        if !majority_suspects(&suspects, &mark, config.members.len()) {
+            continue;
+        }
+        match etcd.delete_if_unchanged(&leader_key, &leader.mod_revision) {
+            Ok(true) => tracing::warn!(
+                "fencing: leader {} unreachable for {:.0} s from a majority of the db nodes: removed its leader key so a replica takes over now",
+                leader.value,
+                since.elapsed().as_secs_f64()
+            ),
+            Ok(false) => {}
+            Err(err) => tracing::warn!("fencing: {err}"),
+        }
+        dead_since = None;
+        let _ = etcd.delete(&my_suspicion);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_majority_of_all_members_must_agree_on_the_same_key_revision() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // 3 members, the leader dead: both survivors must agree.
+        assert!(!majority_suspects(&s(&["db-1@7"]), "db-1@7", 3));
+        assert!(majority_suspects(&s(&["db-1@7", "db-1@7"]), "db-1@7", 3));
+        // A suspicion of an older revision of the key does not count.
+        assert!(!majority_suspects(&s(&["db-1@7", "db-1@6"]), "db-1@7", 3));
+        // 5 members: three.
+        assert!(!majority_suspects(&s(&["a@1", "a@1"]), "a@1", 5));
+        assert!(majority_suspects(&s(&["a@1", "a@1", "a@1"]), "a@1", 5));
+    }
+
+    #[test]
+    fn the_grace_outlasts_patronis_own_demotion() {
+        // A cut-off leader demotes after retry_timeout (plus one loop).
+        assert_eq!(FenceConfig::grace_for(1, 5), Duration::from_secs(8));
+        assert_eq!(FenceConfig::grace_for(10, 10), Duration::from_secs(22));
+    }
+
+    #[test]
+    fn prefix_ranges_end_after_the_prefix() {
+        assert_eq!(prefix_end("/nodeimg/c/s/"), "/nodeimg/c/s0");
+    }
+}
