@@ -508,7 +508,13 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
 
     // nodeimg's SCRAM verifiers are PostgreSQL's: recompute one that the
     // server itself made, from its salt and iteration count.
-    let (leader, replicas) = roles(&network).unwrap();
+    // Replicas show a lag for a moment after writes: wait for both at 0.
+    let mut current = None;
+    wait_until("two replicas with no lag", Duration::from_secs(30), || {
+        current = roles(&network).filter(|(_, replicas)| replicas.len() == 2);
+        current.is_some()
+    });
+    let (leader, replicas) = current.unwrap();
     let db = container_of(&network, &leader);
     let made_by_postgres = run(Command::new("docker").args([
         "exec", "-u", "postgres", &db, "psql", "-h", "/run/postgresql", "-U", "postgres", "-XtAq", "-c",
