@@ -37,11 +37,12 @@ until curl -sf "http://127.0.0.1:$port/v2/" >/dev/null; do sleep 0.2; done
 push_both="$bin push $work/images/db 127.0.0.1:$port/nodeimg/db:bench 2>/dev/null && $bin push $work/images/haproxy 127.0.0.1:$port/nodeimg/haproxy:bench 2>/dev/null"
 # Cold: the registry's storage emptied before each run (the registry keeps
 # no blob cache of its own in memory: storage is its only state).
-hyperfine --runs "$runs" --warmup 1 --export-json "$work/push-cold.json" \
+hyperfine --runs "$runs" --warmup 1 --export-json "$work/push-cold.json" --export-markdown "$work/push-cold.md" \
     --prepare "rm -rf $work/registry/docker" -n "push db + haproxy, cold (empty registry)" "$push_both"
-hyperfine --runs "$runs" --warmup 1 --export-json "$work/push-warm.json" \
+hyperfine --runs "$runs" --warmup 1 --export-json "$work/push-warm.json" --export-markdown "$work/push-warm.md" \
     -n "push db + haproxy, warm (every blob there)" "$push_both"
 "$bin" push "$work/images/db" "127.0.0.1:$port/nodeimg/db:bench" --json 2>/dev/null
 "$bin" push "$work/images/haproxy" "127.0.0.1:$port/nodeimg/haproxy:bench" --json 2>/dev/null
 du -sb "$work/images/db/blobs" "$work/images/haproxy/blobs"
 python3 scripts/hyperfine-medians.py "$work/push-cold.json" "$work/push-warm.json"
+cat "$work/push-cold.md" "$work/push-warm.md"

@@ -189,7 +189,8 @@ enum Command {
     /// 5xx answers are retried. Basic and Bearer (token) authentication:
     /// credentials from --username with --password-stdin, or from
     /// NODEIMG_REGISTRY_USERNAME / NODEIMG_REGISTRY_PASSWORD. Loopback
-    /// registries (127.x, localhost) are spoken to over plain HTTP.
+    /// registries (127.x, localhost, [::1]) are spoken to over plain HTTP,
+    /// others over HTTPS unless --insecure-http is given.
     ///
     /// Examples:
     ///   nodeimg push images/db registry.example.com/pg/db:17
@@ -201,6 +202,9 @@ enum Command {
         layout: PathBuf,
         /// HOST[:PORT]/REPOSITORY:TAG
         target: String,
+        /// The registry user (default: $NODEIMG_REGISTRY_USERNAME); the
+        /// password comes from --password-stdin or
+        /// $NODEIMG_REGISTRY_PASSWORD, and is never printed.
         #[arg(long)]
         username: Option<String>,
         /// Read the password (or token) from standard input.

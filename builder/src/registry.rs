@@ -73,22 +73,27 @@ impl Reference {
         let (registry, rest) = text
             .split_once('/')
             .ok_or_else(|| bad("no registry host"))?;
+        // Docker's rule: a first part with a '.' or a ':' (or localhost) is a
+        // host; anything else would silently mean Docker Hub.
         if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {
             return Err(bad("the part before the first / must be a registry host"));
+        }
+        if !host_ok(registry) {
+            return Err(bad(
+                "the registry host is letters, digits, '.' and '-' (or [IPv6]), with an optional :PORT",
+            ));
         }
         let (repository, tag) = rest
             .rsplit_once(':')
             .filter(|(_, tag)| !tag.contains('/'))
             .ok_or_else(|| bad("no :TAG"))?;
-        let component_ok = |c: &str| {
-            !c.is_empty()
-                && c.chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
-        };
-        if !repository.split('/').all(component_ok) {
+        if !repository.split('/').all(path_component_ok) {
             return Err(bad(
-                "repository path parts are lowercase letters, digits, '.', '_' and '-'",
+                "repository path parts are lowercase letters and digits, joined by '.', '_', '__' or '-'",
             ));
+        }
+        if registry.len() + 1 + repository.len() > 255 {
+            return Err(bad("the name is longer than 255 characters"));
         }
         let tag_ok = tag.len() <= 128
             && tag
@@ -99,7 +104,9 @@ impl Reference {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !tag_ok {
-            return Err(bad("a tag is up to 128 letters, digits, '.', '_' or '-'"));
+            return Err(bad(
+                "a tag is up to 128 letters, digits, '.', '_' or '-', not starting with '.' or '-'",
+            ));
         }
         Ok(Reference {
             registry: registry.to_string(),
@@ -114,8 +121,46 @@ impl Reference {
             Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
             _ => self.registry.as_str(),
         };
-        host == "localhost" || host == "[::1]" || host.starts_with("127.")
+        host == "localhost"
+            || host == "[::1]"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
+}
+
+/// `host[:port]`: DNS labels or an IPv4 address, or `[IPv6]`.
+fn host_ok(registry: &str) -> bool {
+    let (host, port) = match registry.rfind(':') {
+        Some(i) if !registry[i..].contains(']') => (&registry[..i], Some(&registry[i + 1..])),
+        _ => (registry, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        p.chars().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ip) => ip.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.split('.').all(label_ok),
+    };
+    port_ok && host_ok
+}
+
+/// One part of a repository path, as the distribution grammar has it:
+/// `[a-z0-9]+` runs joined by one '.', one or two '_', or any '-'s.
+fn path_component_ok(part: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    part.starts_with(alnum)
+        && part.ends_with(alnum)
+        && part
+            .split(alnum)
+            .filter(|sep| !sep.is_empty())
+            .all(|sep| sep == "." || sep == "_" || sep == "__" || sep.chars().all(|c| c == '-'))
 }
 
 pub struct Credentials {
@@ -193,15 +238,24 @@ pub struct PushReport {
     pub bytes_uploaded: u64,
 }
 
+/// Blobs up to this size go up in one PUT, bigger ones in PATCH chunks of
+/// this size. One chunk is what a push holds in memory. 16 MiB keeps most
+/// layers to two requests (POST, PUT), stays above the 5 MiB minimum part
+/// some registries (ECR) impose on all but the last chunk, and far below
+/// the request-body limits of the proxies in front of registries (often
+/// 100 MB or less).
+pub const DEFAULT_CHUNK_SIZE: usize = 16 << 20;
+
 pub struct Client {
     agent: ureq::Agent,
     base: String,
     reference: Reference,
     credentials: Option<Credentials>,
-    /// The Authorization header that last worked.
+    /// The Authorization header that last worked, kept for the whole push
+    /// (one token exchange, not one per request).
     authorization: RefCell<Option<String>>,
-    /// Blobs bigger than this go up in PATCH chunks of this size.
     pub chunk_size: usize,
+    /// Tries per request; waits of first_backoff, doubled each time.
     attempts: u32,
     first_backoff: Duration,
 }
@@ -213,7 +267,13 @@ struct Answer {
     digest: Option<String>,
     authenticate: Option<String>,
     retry_after: Option<u64>,
-    body: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 impl Client {
@@ -234,7 +294,7 @@ impl Client {
             reference,
             credentials,
             authorization: RefCell::new(None),
-            chunk_size: 16 << 20,
+            chunk_size: DEFAULT_CHUNK_SIZE,
             attempts: 4,
             first_backoff: Duration::from_millis(500),
         }
@@ -242,6 +302,34 @@ impl Client {
 
     fn url(&self, path: &str) -> String {
         format!("{}/v2/{}/{path}", self.base, self.reference.repository)
+    }
+
+    /// One request, its answer read whole (bounded), or why none came.
+    fn call(&self, request: ureq::http::Request<&[u8]>) -> Result<Answer, String> {
+        let mut response = self.agent.run(request).map_err(|e| e.to_string())?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let answer = Answer {
+            status: response.status().as_u16(),
+            location: header("location"),
+            digest: header("docker-content-digest"),
+            authenticate: header("www-authenticate"),
+            retry_after: header("retry-after").and_then(|v| v.trim().parse().ok()),
+            body: Vec::new(),
+        };
+        let mut body = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(4 << 20)
+            .read_to_end(&mut body)
+            .map_err(|e| e.to_string())?;
+        Ok(Answer { body, ..answer })
     }
 
     fn once(
@@ -262,46 +350,24 @@ impl Client {
         for (name, value) in extra {
             builder = builder.header(*name, value);
         }
-        let request = builder.body(body.to_vec()).map_err(|e| e.to_string())?;
-        let mut response = self.agent.run(request).map_err(|e| e.to_string())?;
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let answer = Answer {
-            status: response.status().as_u16(),
-            location: header("location"),
-            digest: header("docker-content-digest"),
-            authenticate: header("www-authenticate"),
-            retry_after: header("retry-after").and_then(|v| v.trim().parse().ok()),
-            body: String::new(),
-        };
-        Ok(Answer {
-            body: read_text(&mut response, 64 << 10),
-            ..answer
-        })
+        self.call(builder.body(body).map_err(|e| e.to_string())?)
     }
 
-    /// Sends with retries (connection errors, 429, 5xx) and, on a 401,
-    /// authenticates once as the challenge asks and sends again.
-    fn send(
+    /// Tries `request` until it gets an answer that waiting will not
+    /// change: connection errors, 429 and 5xx are retried with backoff
+    /// (or the registry's Retry-After, capped); the last answer is returned
+    /// as it is, for the caller to judge.
+    fn with_retries(
         &self,
         method: &str,
         url: &str,
-        content_type: Option<&str>,
-        extra: &[(&str, String)],
-        body: &[u8],
+        request: impl Fn() -> Result<Answer, String>,
     ) -> Result<Answer, RegistryError> {
-        let mut authenticated = false;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let wait = self.first_backoff * 2u32.pow(attempt - 1);
-            match self.once(method, url, content_type, extra, body) {
-                Err(err) if attempt < self.attempts => {
+        let mut wait = self.first_backoff;
+        for attempt in 1.. {
+            let last = attempt >= self.attempts;
+            match request() {
+                Err(err) if !last => {
                     tracing::warn!("{method} {url}: {err}; retrying in {wait:?}");
                     std::thread::sleep(wait);
                 }
@@ -312,42 +378,63 @@ impl Client {
                         err,
                     });
                 }
-                Ok(answer) if answer.status == 401 && !authenticated => {
-                    let challenge = answer.authenticate.clone().unwrap_or_default();
-                    self.authenticate(url, &challenge)?;
-                    authenticated = true;
-                    attempt -= 1;
-                }
-                Ok(answer) if answer.status == 401 => {
-                    return Err(RegistryError::Unauthorized {
-                        url: url.into(),
-                        detail: error_detail(&answer.body),
-                    });
-                }
-                Ok(answer)
-                    if (answer.status == 429 || answer.status >= 500)
-                        && attempt < self.attempts =>
-                {
-                    let wait = answer
+                Ok(answer) if (answer.status == 429 || answer.status >= 500) && !last => {
+                    let pause = answer
                         .retry_after
                         .map_or(wait, |s| Duration::from_secs(s.min(30)));
                     tracing::warn!(
-                        "{method} {url}: the registry answered {}; retrying in {wait:?}",
+                        "{method} {url}: the registry answered {}; retrying in {pause:?}",
                         answer.status
                     );
-                    std::thread::sleep(wait);
+                    std::thread::sleep(pause);
                 }
                 Ok(answer) => return Ok(answer),
             }
+            wait *= 2;
         }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    /// Sends with retries and, on a 401, authenticates as the challenge
+    /// asks and sends again (once: a second 401 means the credentials
+    /// are refused).
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        extra: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Answer, RegistryError> {
+        let request = || self.once(method, url, content_type, extra, body);
+        let answer = self.with_retries(method, url, request)?;
+        if answer.status != 401 {
+            return Ok(answer);
+        }
+        self.authenticate(url, answer.authenticate.as_deref())?;
+        let answer = self.with_retries(method, url, request)?;
+        if answer.status == 401 {
+            return Err(RegistryError::Unauthorized {
+                url: url.into(),
+                detail: error_detail(&answer.text()),
+            });
+        }
+        Ok(answer)
     }
 
     /// Sets the Authorization header the challenge asks for.
-    fn authenticate(&self, url: &str, header: &str) -> Result<(), RegistryError> {
-        let challenge = Challenge::parse(header).ok_or_else(|| RegistryError::BadChallenge {
+    fn authenticate(&self, url: &str, header: Option<&str>) -> Result<(), RegistryError> {
+        let bad_challenge = || RegistryError::BadChallenge {
             url: url.into(),
-            challenge: header.into(),
-        })?;
+            challenge: header.unwrap_or("(no WWW-Authenticate header)").into(),
+        };
+        let challenge = header
+            .and_then(Challenge::parse)
+            .ok_or_else(bad_challenge)?;
+        let needs_credentials = || RegistryError::NeedsCredentials {
+            url: url.into(),
+            challenge: header.unwrap_or_default().into(),
+        };
         let basic = self.credentials.as_ref().map(|c| {
             format!(
                 "Basic {}",
@@ -355,71 +442,46 @@ impl Client {
                     .encode(format!("{}:{}", c.username, c.password))
             )
         });
-        match challenge.scheme.as_str() {
-            "basic" => {
-                let basic = basic.ok_or_else(|| RegistryError::NeedsCredentials {
-                    url: url.into(),
-                    challenge: header.into(),
-                })?;
-                *self.authorization.borrow_mut() = Some(basic);
-                Ok(())
-            }
+        let authorization = match challenge.scheme.as_str() {
+            "basic" => basic.ok_or_else(needs_credentials)?,
             "bearer" => {
-                let realm =
-                    challenge
-                        .param("realm")
-                        .ok_or_else(|| RegistryError::BadChallenge {
-                            url: url.into(),
-                            challenge: header.into(),
-                        })?;
+                let realm = challenge.param("realm").ok_or_else(bad_challenge)?;
                 let scope = format!("repository:{}:pull,push", self.reference.repository);
-                let mut token_url = format!("{realm}?scope={scope}");
-                if let Some(service) = challenge.param("service") {
-                    token_url.push_str(&format!("&service={service}"));
-                }
-                let mut request = self.agent.get(&token_url);
-                if let Some(basic) = &basic {
-                    request = request.header("Authorization", basic);
-                }
-                let mut response = request.call().map_err(|e| RegistryError::Transport {
-                    method: "GET".into(),
-                    url: token_url.clone(),
-                    err: e.to_string(),
+                let token_url = token_url(realm, challenge.param("service"), &scope);
+                let answer = self.with_retries("GET", &token_url, || {
+                    let mut builder = ureq::http::Request::builder().uri(&token_url);
+                    if let Some(basic) = &basic {
+                        builder = builder.header("Authorization", basic);
+                    }
+                    self.call(builder.body(&[][..]).map_err(|e| e.to_string())?)
                 })?;
-                let status = response.status().as_u16();
-                let body = read_text(&mut response, 1 << 20);
-                if status == 401 || status == 403 {
-                    return Err(if basic.is_none() {
-                        RegistryError::NeedsCredentials {
+                if answer.status == 401 || answer.status == 403 {
+                    return Err(match basic {
+                        None => needs_credentials(),
+                        Some(_) => RegistryError::Unauthorized {
                             url: token_url,
-                            challenge: header.into(),
-                        }
-                    } else {
-                        RegistryError::Unauthorized {
-                            url: token_url,
-                            detail: error_detail(&body),
-                        }
+                            detail: error_detail(&answer.text()),
+                        },
                     });
                 }
                 let json: serde_json::Value =
-                    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                    serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
                 let token = json["token"]
                     .as_str()
                     .or(json["access_token"].as_str())
+                    .filter(|t| !t.is_empty())
                     .ok_or_else(|| RegistryError::Status {
                         method: "GET".into(),
                         url: token_url.clone(),
-                        status,
+                        status: answer.status,
                         detail: ": no token in the answer".into(),
                     })?;
-                *self.authorization.borrow_mut() = Some(format!("Bearer {token}"));
-                Ok(())
+                format!("Bearer {token}")
             }
-            _ => Err(RegistryError::BadChallenge {
-                url: url.into(),
-                challenge: header.into(),
-            }),
-        }
+            _ => return Err(bad_challenge()),
+        };
+        *self.authorization.borrow_mut() = Some(authorization);
+        Ok(())
     }
 
     fn expect(
@@ -436,7 +498,7 @@ impl Client {
                 method: method.into(),
                 url: url.into(),
                 status: answer.status,
-                detail: error_detail(&answer.body),
+                detail: error_detail(&answer.text()),
             })
         }
     }
@@ -452,8 +514,9 @@ impl Client {
     }
 
     /// Uploads one blob from `path`: in one PUT when it fits in a chunk,
-    /// else in PATCH chunks then a closing PUT.
-    pub fn upload_blob(&self, digest: &str, path: &Path, size: u64) -> Result<(), RegistryError> {
+    /// else in PATCH chunks then a closing PUT, reading one chunk at a
+    /// time. Returns how many PATCH chunks it took (0: one PUT).
+    pub fn upload_blob(&self, digest: &str, path: &Path, size: u64) -> Result<u64, RegistryError> {
         let io = |err| RegistryError::Io {
             path: path.display().to_string(),
             err,
@@ -461,72 +524,91 @@ impl Client {
         let start_url = self.url("blobs/uploads/");
         let answer = self.send("POST", &start_url, None, &[], &[])?;
         let answer = self.expect(answer, "POST", &start_url, &[202])?;
-        let mut location = answer.location.unwrap_or_default();
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        if size <= self.chunk_size as u64 {
-            let mut bytes = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut bytes).map_err(io)?;
-            let url = upload_url(&self.base, &location, Some(("digest", digest)));
-            let answer = self.send("PUT", &url, Some("application/octet-stream"), &[], &bytes)?;
-            self.expect(answer, "PUT", &url, &[201])?;
-            return Ok(());
-        }
-        let mut chunk = vec![0u8; self.chunk_size];
+        let mut location = answer.location.ok_or_else(|| RegistryError::Status {
+            method: "POST".into(),
+            url: start_url.clone(),
+            status: 202,
+            detail: ": no Location for the upload".into(),
+        })?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut chunk = Vec::with_capacity(self.chunk_size.min(size as usize));
+        let mut reader = file.take(0);
         let mut offset = 0u64;
+        let mut chunks = 0;
+        // A blob that fits in a chunk is sent whole, with its digest.
+        let whole = size <= self.chunk_size as u64;
         loop {
-            let mut filled = 0;
-            while filled < chunk.len() {
-                let n = file.read(&mut chunk[filled..]).map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
+            chunk.clear();
+            reader.set_limit(self.chunk_size as u64);
+            reader.read_to_end(&mut chunk).map_err(io)?;
+            if whole || chunk.is_empty() {
                 break;
             }
             let url = upload_url(&self.base, &location, None);
-            let range = format!("{offset}-{}", offset + filled as u64 - 1);
+            let range = format!("{offset}-{}", offset + chunk.len() as u64 - 1);
             let answer = self.send(
                 "PATCH",
                 &url,
                 Some("application/octet-stream"),
                 &[("Content-Range", range)],
-                &chunk[..filled],
+                &chunk,
             )?;
             let answer = self.expect(answer, "PATCH", &url, &[202])?;
+            // Each answer names where the next part goes.
             location = answer.location.unwrap_or(location);
-            offset += filled as u64;
+            offset += chunk.len() as u64;
+            chunks += 1;
         }
         let url = upload_url(&self.base, &location, Some(("digest", digest)));
-        let answer = self.send("PUT", &url, None, &[], &[])?;
+        let answer = self.send("PUT", &url, Some("application/octet-stream"), &[], &chunk)?;
         self.expect(answer, "PUT", &url, &[201])?;
-        Ok(())
+        Ok(chunks)
     }
 
     /// Puts the manifest bytes as built, under the tag; returns the digest
-    /// the registry says it stored.
-    pub fn put_manifest(
-        &self,
-        bytes: &[u8],
-        media_type: &str,
-    ) -> Result<Option<String>, RegistryError> {
+    /// the registry stored them as: its Docker-Content-Digest, or (from a
+    /// registry that does not send one) the hash of what it serves back.
+    pub fn put_manifest(&self, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {
         let url = self.url(&format!("manifests/{}", self.reference.tag));
         let answer = self.send("PUT", &url, Some(media_type), &[], bytes)?;
         let answer = self.expect(answer, "PUT", &url, &[201])?;
-        Ok(answer.digest)
+        if let Some(digest) = answer.digest {
+            return Ok(digest);
+        }
+        let accept = [("Accept", media_type.to_string())];
+        let answer = self.send("GET", &url, None, &accept, &[])?;
+        let answer = self.expect(answer, "GET", &url, &[200])?;
+        Ok(format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(&answer.body))
+        ))
     }
 }
 
-/// Up to `limit` bytes of a response body, as text (error bodies, tokens).
-fn read_text(response: &mut ureq::http::Response<ureq::Body>, limit: u64) -> String {
-    let mut text = String::new();
-    let _ = response
-        .body_mut()
-        .as_reader()
-        .take(limit)
-        .read_to_string(&mut text);
-    text
+/// The token request URL: the realm with `scope` and `service` added
+/// (percent-encoded, after any query the realm already has).
+fn token_url(realm: &str, service: Option<&str>, scope: &str) -> String {
+    let mut url = format!(
+        "{realm}{}scope={}",
+        if realm.contains('?') { '&' } else { '?' },
+        percent_encode(scope)
+    );
+    if let Some(service) = service {
+        url.push_str(&format!("&service={}", percent_encode(service)));
+    }
+    url
+}
+
+/// Query-value encoding: everything but RFC 3986's unreserved characters.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The registry's `errors[].code: message`, for error messages.
@@ -580,12 +662,36 @@ mod tests {
         let r = Reference::parse("registry.example.com/pg/db:17").unwrap();
         assert!(!r.is_loopback());
         assert!(Reference::parse("localhost/db:1").unwrap().is_loopback());
+        let r = Reference::parse("[::1]:5000/a__b/c-d--e/f.g:v1.0_rc-1").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("[::1]:5000", "a__b/c-d--e/f.g", "v1.0_rc-1")
+        );
+        assert!(r.is_loopback());
+        assert!(Reference::parse("[::1]/db:1").unwrap().is_loopback());
+        // A name that merely starts like a loopback address is not one.
+        assert!(
+            !Reference::parse("127.example.com/db:1")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(Reference::parse("127.1.2.3:80/db:1").unwrap().is_loopback());
         for (bad, why) in [
             ("nodeimg/db:1", "registry host"),
             ("registry.example.com/pg/db", "no :TAG"),
             ("registry.example.com/pg/db@sha256:00", "digest"),
             ("registry.example.com/PG/db:1", "lowercase"),
             ("registry.example.com/pg/db:-x", "tag"),
+            ("registry.example.com/pg/db:", "tag"),
+            ("registry.example.com/-pg/db:1", "lowercase"),
+            ("registry.example.com/pg/db./x:1", "lowercase"),
+            ("registry.example.com/pg//db:1", "lowercase"),
+            ("registry.example.com/pg/d..b:1", "lowercase"),
+            ("registry.example.com/pg/d b:1", "lowercase"),
+            ("registry.exa_mple.com/pg/db:1", "registry host"),
+            ("registry.example.com:99999/pg/db:1", "registry host"),
+            ("registry.example.com:/pg/db:1", "registry host"),
+            ("[::1/db:1", "registry host"),
         ] {
             let err = Reference::parse(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
@@ -630,5 +736,21 @@ mod tests {
             "https://r.example.com/v2/db/blobs/uploads/u2?digest=d"
         );
         assert_eq!(upload_url(base, "v2/x", None), "http://127.0.0.1:5000/v2/x");
+    }
+
+    #[test]
+    fn token_requests_carry_an_encoded_scope_and_service() {
+        assert_eq!(
+            token_url(
+                "https://auth.example.com/token",
+                Some("registry.example.com"),
+                "repository:pg/db:pull,push"
+            ),
+            "https://auth.example.com/token?scope=repository%3Apg%2Fdb%3Apull%2Cpush&service=registry.example.com"
+        );
+        assert_eq!(
+            token_url("http://127.0.0.1:9/t?account=ci", None, "a b"),
+            "http://127.0.0.1:9/t?account=ci&scope=a%20b"
+        );
     }
 }

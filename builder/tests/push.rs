@@ -197,10 +197,12 @@ fn answer_token_request(
     // scope=repository:NAME:pull,push
     let target = request_line.split(' ').nth(1).unwrap_or("");
     let query = target.split_once('?').map_or("", |(_, q)| q);
-    let scope = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("scope="))
-        .unwrap_or("");
+    let scope = percent_decode(
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("scope="))
+            .unwrap_or(""),
+    );
     let mut parts = scope.splitn(3, ':');
     let (_, name, actions) = (
         parts.next(),
@@ -250,6 +252,26 @@ fn answer_token_request(
     issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let _ = stream
         .write_all(reply("200 OK", &serde_json::json!({"token": token}).to_string()).as_bytes());
+}
+
+/// A query value as a token server reads it (%XX decoded).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], text.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 impl Drop for Registry {
@@ -306,6 +328,14 @@ fn both_images_are_pushed_then_pulled_by_digest_and_run() {
         let target = format!("{}/nodeimg/{role}:test", registry.host());
         let output = push(&layout, &target, extra, None);
         assert!(output.status.success(), "{}", text(&output));
+        if role == "db" {
+            // Its layers over 4 MiB went up as PATCH chunks.
+            assert!(
+                text(&output).contains("chunks of up to 4194304 bytes"),
+                "{}",
+                text(&output)
+            );
+        }
         let pushed = String::from_utf8_lossy(&output.stdout).trim().to_string();
         let by_digest = format!("{}/nodeimg/{role}@{digest}", registry.host());
         assert_eq!(pushed, by_digest);
@@ -454,12 +484,34 @@ fn a_damaged_layout_pushes_nothing_and_names_the_blob() {
         .unwrap();
     assert_eq!(status, 404, "no blob went up before the check");
 
-    let bad_target = push(&layout("haproxy"), "nodeimg/haproxy", &[], None);
-    assert!(!bad_target.status.success());
+    for (target, why) in [
+        ("nodeimg/haproxy", "registry host"),
+        ("127.0.0.1:5000/nodeimg/haproxy", "no :TAG"),
+        (
+            "127.0.0.1:5000/nodeimg/haproxy@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "name a tag",
+        ),
+        ("127.0.0.1:5000/nodeimg/HAProxy:1", "lowercase"),
+    ] {
+        let output = push(&layout("haproxy"), target, &[], None);
+        assert!(!output.status.success());
+        let said = text(&output);
+        assert!(
+            said.contains("HOST[:PORT]/REPOSITORY:TAG") && said.contains(why),
+            "{target}: {said}"
+        );
+    }
+    let missing = push(
+        &copy.path().join("web"),
+        &format!("{}/nodeimg/web:1", registry.host()),
+        &[],
+        None,
+    );
+    assert!(!missing.status.success());
     assert!(
-        text(&bad_target).contains("HOST[:PORT]/REPOSITORY:TAG"),
+        text(&missing).contains("run `nodeimg build recipes/web.toml` first"),
         "{}",
-        text(&bad_target)
+        text(&missing)
     );
 }
 

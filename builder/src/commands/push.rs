@@ -5,7 +5,7 @@
 use super::read_json;
 use crate::oci::blob_path;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -28,6 +28,11 @@ fn credentials(options: &PushOptions) -> anyhow::Result<Option<Credentials>> {
         .clone()
         .or_else(|| std::env::var("NODEIMG_REGISTRY_USERNAME").ok());
     let Some(username) = username else {
+        if options.password_stdin {
+            bail!(
+                "--password-stdin needs a user name: pass --username or set NODEIMG_REGISTRY_USERNAME"
+            );
+        }
         return Ok(None);
     };
     let password = if options.password_stdin {
@@ -44,7 +49,71 @@ fn credentials(options: &PushOptions) -> anyhow::Result<Option<Credentials>> {
     Ok(Some(Credentials { username, password }))
 }
 
+/// A descriptor's digest, refused unless it is `sha256:` and 64 hex digits
+/// (it becomes a file path and a URL).
+fn descriptor_digest(descriptor: &Value, whose: &str) -> anyhow::Result<String> {
+    let digest = descriptor["digest"].as_str().unwrap_or_default();
+    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        bail!("{whose}: {digest:?} is not a sha256 digest: rebuild the image");
+    }
+    Ok(digest.to_string())
+}
+
+/// The blobs to push (config, then layers) as (digest, path, size), each
+/// checked against its digest and its descriptor's size before anything
+/// is sent; the manifest itself is checked too.
+fn checked_blobs(
+    layout: &Path,
+    manifest_digest: &str,
+    manifest: &Value,
+) -> anyhow::Result<Vec<(String, PathBuf, u64)>> {
+    let manifest_path = blob_path(layout, manifest_digest);
+    let mut descriptors = vec![manifest["config"].clone()];
+    descriptors.extend(manifest["layers"].as_array().cloned().unwrap_or_default());
+    let mut blobs = Vec::new();
+    for descriptor in &descriptors {
+        let digest = descriptor_digest(descriptor, &manifest_path.display().to_string())?;
+        let path = blob_path(layout, &digest);
+        let size = std::fs::metadata(&path)
+            .with_context(|| {
+                format!(
+                    "blob {digest} is missing ({}): rebuild the image; nothing was pushed",
+                    path.display()
+                )
+            })?
+            .len();
+        if descriptor["size"].as_u64() != Some(size) {
+            bail!(
+                "blob {digest} is {size} bytes but the manifest says {}: rebuild the image; nothing was pushed",
+                descriptor["size"]
+            );
+        }
+        blobs.push((digest, path, size));
+    }
+    let mut all = vec![(manifest_digest.to_string(), manifest_path)];
+    all.extend(blobs.iter().map(|(d, p, _)| (d.clone(), p.clone())));
+    for (digest, path) in all {
+        let actual = registry::file_digest(&path)?;
+        if actual != digest {
+            return Err(registry::RegistryError::DamagedBlob {
+                digest,
+                path: path.display().to_string(),
+                actual,
+            }
+            .into());
+        }
+    }
+    Ok(blobs)
+}
+
 pub fn run(options: &PushOptions) -> anyhow::Result<()> {
+    // The target first: a typo is reported before any blob is hashed.
+    let reference = Reference::parse(&options.target)?;
     let layout = &options.layout;
     let role = layout
         .file_name()
@@ -63,47 +132,25 @@ pub fn run(options: &PushOptions) -> anyhow::Result<()> {
             layout.display()
         ),
     };
-    let manifest_digest = descriptor["digest"]
-        .as_str()
-        .context("index.json: the manifest descriptor has no digest")?
-        .to_string();
-    let media_type = descriptor["mediaType"]
-        .as_str()
-        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
-        .to_string();
+    let index_path = layout.join("index.json").display().to_string();
+    let manifest_digest = descriptor_digest(&descriptor, &index_path)?;
     let manifest_path = blob_path(layout, &manifest_digest);
     let manifest_bytes = std::fs::read(&manifest_path)
         .with_context(|| format!("cannot read the manifest {}", manifest_path.display()))?;
     let manifest: Value = serde_json::from_slice(&manifest_bytes)
         .with_context(|| format!("{} is not valid JSON", manifest_path.display()))?;
+    // The registry stores the manifest under the type it is sent as.
+    let media_type = descriptor["mediaType"]
+        .as_str()
+        .or(manifest["mediaType"].as_str())
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_string();
+    let blobs = checked_blobs(layout, &manifest_digest, &manifest)?;
 
-    // Every blob must be what its name says before anything is sent.
-    let mut blobs = vec![manifest["config"].clone()];
-    blobs.extend(manifest["layers"].as_array().cloned().unwrap_or_default());
-    let mut checked = vec![(manifest_digest.clone(), manifest_path.clone())];
-    for blob in &blobs {
-        let digest = blob["digest"]
-            .as_str()
-            .context("a descriptor has no digest")?;
-        checked.push((digest.to_string(), blob_path(layout, digest)));
-    }
-    for (digest, path) in &checked {
-        let actual = registry::file_digest(path)?;
-        if actual != *digest {
-            return Err(registry::RegistryError::DamagedBlob {
-                digest: digest.clone(),
-                path: path.display().to_string(),
-                actual,
-            }
-            .into());
-        }
-    }
-
-    let reference = Reference::parse(&options.target)?;
     let plain_http = options.insecure_http || reference.is_loopback();
     if options.insecure_http && !reference.is_loopback() {
         eprintln!(
-            "warning: pushing to {} over plain HTTP (--insecure-http)",
+            "warning: pushing to {} over plain HTTP (--insecure-http): anyone on the path can read and change what is sent",
             reference.registry
         );
     }
@@ -119,27 +166,28 @@ pub fn run(options: &PushOptions) -> anyhow::Result<()> {
         digest: manifest_digest.clone(),
         ..PushReport::default()
     };
-    for blob in &blobs {
-        let digest = blob["digest"].as_str().unwrap_or_default();
-        let path = blob_path(layout, digest);
-        let size = std::fs::metadata(&path)?.len();
+    for (digest, path, size) in &blobs {
         if client.blob_exists(digest)? {
             eprintln!("{digest}: already there ({size} bytes)");
             report.blobs_skipped += 1;
             continue;
         }
         eprintln!("{digest}: uploading {size} bytes...");
-        client.upload_blob(digest, &path, size)?;
+        let chunks = client.upload_blob(digest, path, *size)?;
+        if chunks > 0 {
+            eprintln!(
+                "{digest}: sent in {chunks} chunks of up to {} bytes",
+                client.chunk_size
+            );
+        }
         report.blobs_uploaded += 1;
         report.bytes_uploaded += size;
     }
     let stored = client.put_manifest(&manifest_bytes, &media_type)?;
-    if let Some(actual) = stored
-        && actual != manifest_digest
-    {
+    if stored != manifest_digest {
         return Err(registry::RegistryError::DigestChanged {
             expected: manifest_digest,
-            actual,
+            actual: stored,
         }
         .into());
     }
