@@ -152,13 +152,17 @@ impl Etcd {
             .map(|_| ())
     }
 
-    /// Deletes `key` only if its mod_revision is still `revision`.
-    fn delete_if_unchanged(&self, key: &str, revision: &str) -> Result<bool, String> {
+    /// Deletes `key` and `also` only if `key`'s mod_revision is still
+    /// `revision`.
+    fn delete_if_unchanged(&self, key: &str, revision: &str, also: &str) -> Result<bool, String> {
         let answer = self.call(
             "/v3/kv/txn",
             json!({
                 "compare": [{"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": revision}],
-                "success": [{"request_delete_range": {"key": b64(key)}}],
+                "success": [
+                    {"request_delete_range": {"key": b64(key)}},
+                    {"request_delete_range": {"key": b64(also)}},
+                ],
             }),
         )?;
         Ok(answer["succeeded"].as_bool().unwrap_or(false))
@@ -229,7 +233,10 @@ pub fn watch(config: FenceConfig) {
         if !majority_suspects(&suspects, &mark, config.members.len()) {
             continue;
         }
-        match etcd.delete_if_unchanged(&leader_key, &leader.mod_revision) {
+        // Its member key goes too: Patroni would otherwise ask the dead
+        // node for its WAL position before promoting, and wait for a timeout.
+        let member_key = format!("{}members/{}", config.prefix, leader.value);
+        match etcd.delete_if_unchanged(&leader_key, &leader.mod_revision, &member_key) {
             Ok(true) => tracing::warn!(
                 "fencing: leader {} unreachable for {:.0} s from a majority of the db nodes: removed its leader key so a replica takes over now",
                 leader.value,
