@@ -34,6 +34,10 @@ pub struct Ports {
 /// HAProxy's view of Patroni's REST API.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthCheck {
+    /// OPTIONS, not GET: Patroni answers it with the status line only,
+    /// so HAProxy's reset after reading the status cannot land while
+    /// Patroni is still writing a body (each such reset logs a traceback).
+    pub method: &'static str,
     pub primary_path: &'static str,
     pub replica_path: &'static str,
     pub interval_ms: u64,
@@ -45,6 +49,7 @@ pub struct HealthCheck {
 impl Default for HealthCheck {
     fn default() -> HealthCheck {
         HealthCheck {
+            method: "OPTIONS",
             // Patroni 4's names; `/master` is deprecated.
             primary_path: "/primary",
             replica_path: "/replica",
