@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Boot and failover timings of a real 3 db + 2 haproxy cluster on Docker:
 # runs the end-to-end test (builder/tests/cluster.rs) RUNS times and prints
-# the median of each measure. Usage: bash scripts/bench-cluster.sh [RUNS]
+# the median of each measure.
+# Usage: bash scripts/bench-cluster.sh [RUNS] [--no-fencing]
+#   --no-fencing: the same cluster with `[patroni] fence_dead_leader = false`
+#   (hard failover then waits for the leader key's TTL).
 #
 # healthy_s: first `docker run` to a leader, two streaming replicas (one
 #   registered synchronous) and PgBouncer answering;
@@ -12,6 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 report=$PWD/target/bench/cluster.jsonl
+if [ "${2:-}" = --no-fencing ]; then
+    export NODEIMG_E2E_NO_FENCING=1
+    report=$PWD/target/bench/cluster-no-fencing.jsonl
+fi
 mkdir -p "$(dirname "$report")"
 : > "$report"
 for i in $(seq "$runs"); do
