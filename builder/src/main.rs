@@ -217,6 +217,11 @@ enum Command {
         /// (bytes, or with a KiB/MiB suffix).
         #[arg(long, value_parser = parse_size, default_value = "16MiB")]
         chunk_size: usize,
+        /// Another repository of the same registry (e.g. pg/db) to mount
+        /// blobs from instead of uploading them: roles share their base
+        /// layer. A registry that cannot mount gets a normal upload.
+        #[arg(long, value_name = "REPOSITORY")]
+        mount_from: Option<String>,
         /// Print what was pushed as JSON.
         #[arg(long)]
         json: bool,
@@ -535,6 +540,7 @@ fn main() -> ExitCode {
             password_stdin,
             insecure_http,
             chunk_size,
+            mount_from,
             json,
         } => commands::push::run(&commands::push::PushOptions {
             layout,
@@ -543,6 +549,7 @@ fn main() -> ExitCode {
             password_stdin,
             insecure_http,
             chunk_size: Some(chunk_size),
+            mount_from,
             json,
         }),
         Command::Verify { path, recipes } => {

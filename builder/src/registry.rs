@@ -87,7 +87,7 @@ impl Reference {
             .rsplit_once(':')
             .filter(|(_, tag)| !tag.contains('/'))
             .ok_or_else(|| bad("no :TAG"))?;
-        if !repository.split('/').all(path_component_ok) {
+        if !repository_ok(repository) {
             return Err(bad(
                 "repository path parts are lowercase letters and digits, joined by '.', '_', '__' or '-'",
             ));
@@ -149,6 +149,11 @@ fn host_ok(registry: &str) -> bool {
         None => host.split('.').all(label_ok),
     };
     port_ok && host_ok
+}
+
+/// A repository path: `/`-separated parts of the distribution grammar.
+pub fn repository_ok(repository: &str) -> bool {
+    repository.split('/').all(path_component_ok)
 }
 
 /// One part of a repository path, as the distribution grammar has it:
@@ -234,8 +239,18 @@ pub struct PushReport {
     pub reference: String,
     pub digest: String,
     pub blobs_uploaded: usize,
+    pub blobs_mounted: usize,
     pub blobs_skipped: usize,
     pub bytes_uploaded: u64,
+}
+
+/// How a blob reached the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Mounted from another repository: no bytes sent.
+    Mounted,
+    /// Uploaded; `chunks` PATCH requests (0: one PUT).
+    Uploaded { chunks: u64 },
 }
 
 /// Blobs up to this size go up in one PUT, bigger ones in PATCH chunks of
@@ -255,6 +270,9 @@ pub struct Client {
     /// (one token exchange, not one per request).
     authorization: RefCell<Option<String>>,
     pub chunk_size: usize,
+    /// A repository of the same registry whose blobs a push may mount
+    /// instead of uploading them (a cross-repository mount).
+    pub mount_from: Option<String>,
     /// Tries per request; waits of first_backoff, doubled each time.
     attempts: u32,
     first_backoff: Duration,
@@ -295,6 +313,7 @@ impl Client {
             credentials,
             authorization: RefCell::new(None),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            mount_from: None,
             attempts: 4,
             first_backoff: Duration::from_millis(500),
         }
@@ -446,8 +465,15 @@ impl Client {
             "basic" => basic.ok_or_else(needs_credentials)?,
             "bearer" => {
                 let realm = challenge.param("realm").ok_or_else(bad_challenge)?;
-                let scope = format!("repository:{}:pull,push", self.reference.repository);
-                let token_url = token_url(realm, challenge.param("service"), &scope);
+                let mut scopes = vec![format!(
+                    "repository:{}:pull,push",
+                    self.reference.repository
+                )];
+                // A mount reads the other repository.
+                if let Some(from) = &self.mount_from {
+                    scopes.push(format!("repository:{from}:pull"));
+                }
+                let token_url = token_url(realm, challenge.param("service"), &scopes);
                 let answer = self.with_retries("GET", &token_url, || {
                     let mut builder = ureq::http::Request::builder().uri(&token_url);
                     if let Some(basic) = &basic {
@@ -513,17 +539,33 @@ impl Client {
         }
     }
 
-    /// Uploads one blob from `path`: in one PUT when it fits in a chunk,
-    /// else in PATCH chunks then a closing PUT, reading one chunk at a
-    /// time. Returns how many PATCH chunks it took (0: one PUT).
-    pub fn upload_blob(&self, digest: &str, path: &Path, size: u64) -> Result<u64, RegistryError> {
+    /// Sends one blob from `path`: mounted from `mount_from` when the
+    /// registry can, else in one PUT when it fits in a chunk, else in
+    /// PATCH chunks then a closing PUT, reading one chunk at a time.
+    pub fn upload_blob(&self, digest: &str, path: &Path, size: u64) -> Result<Sent, RegistryError> {
         let io = |err| RegistryError::Io {
             path: path.display().to_string(),
             err,
         };
-        let start_url = self.url("blobs/uploads/");
+        let start_url = match &self.mount_from {
+            Some(from) => self.url(&format!(
+                "blobs/uploads/?mount={digest}&from={}",
+                percent_encode(from)
+            )),
+            None => self.url("blobs/uploads/"),
+        };
         let answer = self.send("POST", &start_url, None, &[], &[])?;
-        let answer = self.expect(answer, "POST", &start_url, &[202])?;
+        // 201: mounted. 202: an upload session instead (the registry cannot
+        // mount, or the other repository lacks the blob).
+        let ok: &[u16] = if self.mount_from.is_some() {
+            &[201, 202]
+        } else {
+            &[202]
+        };
+        let answer = self.expect(answer, "POST", &start_url, ok)?;
+        if answer.status == 201 {
+            return Ok(Sent::Mounted);
+        }
         let mut location = answer.location.ok_or_else(|| RegistryError::Status {
             method: "POST".into(),
             url: start_url.clone(),
@@ -562,7 +604,7 @@ impl Client {
         let url = upload_url(&self.base, &location, Some(("digest", digest)));
         let answer = self.send("PUT", &url, Some("application/octet-stream"), &[], &chunk)?;
         self.expect(answer, "PUT", &url, &[201])?;
-        Ok(chunks)
+        Ok(Sent::Uploaded { chunks })
     }
 
     /// Puts the manifest bytes as built, under the tag; returns the digest
@@ -585,14 +627,14 @@ impl Client {
     }
 }
 
-/// The token request URL: the realm with `scope` and `service` added
-/// (percent-encoded, after any query the realm already has).
-fn token_url(realm: &str, service: Option<&str>, scope: &str) -> String {
-    let mut url = format!(
-        "{realm}{}scope={}",
-        if realm.contains('?') { '&' } else { '?' },
-        percent_encode(scope)
-    );
+/// The token request URL: the realm with one `scope` parameter per scope
+/// and `service` added (percent-encoded, after any query the realm has).
+fn token_url(realm: &str, service: Option<&str>, scopes: &[String]) -> String {
+    let mut url = realm.to_string();
+    for scope in scopes {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        url.push_str(&format!("{separator}scope={}", percent_encode(scope)));
+    }
     if let Some(service) = service {
         url.push_str(&format!("&service={}", percent_encode(service)));
     }
@@ -744,13 +786,25 @@ mod tests {
             token_url(
                 "https://auth.example.com/token",
                 Some("registry.example.com"),
-                "repository:pg/db:pull,push"
+                &["repository:pg/db:pull,push".into()]
             ),
             "https://auth.example.com/token?scope=repository%3Apg%2Fdb%3Apull%2Cpush&service=registry.example.com"
         );
         assert_eq!(
-            token_url("http://127.0.0.1:9/t?account=ci", None, "a b"),
+            token_url("http://127.0.0.1:9/t?account=ci", None, &["a b".into()]),
             "http://127.0.0.1:9/t?account=ci&scope=a%20b"
+        );
+        // A mount asks for a second scope, in a parameter of its own.
+        assert_eq!(
+            token_url(
+                "https://auth.example.com/token",
+                None,
+                &[
+                    "repository:pg/haproxy:pull,push".into(),
+                    "repository:pg/db:pull".into()
+                ]
+            ),
+            "https://auth.example.com/token?scope=repository%3Apg%2Fhaproxy%3Apull%2Cpush&scope=repository%3Apg%2Fdb%3Apull"
         );
     }
 }

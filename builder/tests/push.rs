@@ -194,21 +194,24 @@ fn answer_token_request(
             .write_all(reply("401 Unauthorized", r#"{"details":"bad credentials"}"#).as_bytes());
         return;
     }
-    // scope=repository:NAME:pull,push
+    // scope=repository:NAME:ACTIONS, once per repository asked for (a
+    // mount asks for the repository it reads too).
     let target = request_line.split(' ').nth(1).unwrap_or("");
     let query = target.split_once('?').map_or("", |(_, q)| q);
-    let scope = percent_decode(
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("scope="))
-            .unwrap_or(""),
-    );
-    let mut parts = scope.splitn(3, ':');
-    let (_, name, actions) = (
-        parts.next(),
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-    );
+    let access: Vec<serde_json::Value> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(|scope| {
+            let scope = percent_decode(scope);
+            let mut parts = scope.splitn(3, ':');
+            let (_, name, actions) = (
+                parts.next(),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            serde_json::json!({"type": "repository", "name": name, "actions": actions.split(',').collect::<Vec<_>>()})
+        })
+        .collect();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -227,7 +230,7 @@ fn answer_token_request(
         "nbf": now - 10,
         "iat": now,
         "jti": format!("nodeimg-test-{now}-{}", issued.load(std::sync::atomic::Ordering::SeqCst)),
-        "access": [{"type": "repository", "name": name, "actions": actions.split(',').collect::<Vec<_>>()}],
+        "access": access,
     });
     let signing_input = format!(
         "{}.{}",
@@ -547,6 +550,85 @@ fn bearer_tokens_are_fetched_from_the_realm_the_registry_names() {
     );
     // One token served the whole push.
     assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// The config and layer digests of a built layout.
+fn blob_digests(layout: &Path) -> std::collections::BTreeSet<String> {
+    let digest = manifest_digest(layout);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap(),
+    )
+    .unwrap();
+    std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().unwrap())
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_second_role_mounts_the_blobs_it_shares_with_the_first() {
+    let tokens = TokenServer::start("ci", "token-password-for-the-test");
+    let registry = Registry::start(Auth::Token(&tokens));
+    let login = ["--username", "ci", "--password-stdin"];
+    let password = Some("token-password-for-the-test");
+    let (db, haproxy) = (layout("db"), layout("haproxy"));
+    let shared = blob_digests(&db)
+        .intersection(&blob_digests(&haproxy))
+        .count();
+    assert!(shared >= 1, "the roles share their base layer");
+    let report = |output: &Output| -> serde_json::Value {
+        assert!(output.status.success(), "{}", text(output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let flags = |extra: &[&'static str]| [&login[..], &["--json"], extra].concat();
+
+    let host = registry.host();
+    report(&push(
+        &db,
+        &format!("{host}/nodeimg/db:m"),
+        &flags(&[]),
+        password,
+    ));
+
+    // The blobs haproxy shares with db are mounted (the token covers
+    // both repositories), the rest uploaded.
+    let target = format!("{host}/nodeimg/haproxy:m");
+    let mounted = push(
+        &haproxy,
+        &target,
+        &flags(&["--mount-from", "nodeimg/db"]),
+        password,
+    );
+    let pushed = report(&mounted);
+    let total = blob_digests(&haproxy).len() as u64;
+    assert_eq!(pushed["blobs_mounted"], shared as u64, "{}", text(&mounted));
+    assert_eq!(pushed["blobs_uploaded"], total - shared as u64);
+    assert!(text(&mounted).contains("mounted from nodeimg/db, nothing sent"));
+    // They are really in haproxy's repository now.
+    let again = report(&push(&haproxy, &target, &flags(&[]), password));
+    assert_eq!(again["blobs_skipped"], total, "{again}");
+
+    // A repository that lacks the blobs: the registry opens a normal upload.
+    let elsewhere = format!("{host}/nodeimg/other:m");
+    let fallback = report(&push(
+        &haproxy,
+        &elsewhere,
+        &flags(&["--mount-from", "nodeimg/none"]),
+        password,
+    ));
+    assert_eq!(fallback["blobs_mounted"], 0, "{fallback}");
+    assert_eq!(fallback["blobs_uploaded"], total);
+
+    // Mounting from the target itself, or from a malformed name, is refused.
+    for bad in ["nodeimg/haproxy", "Nodeimg/DB", "127.0.0.1:5000/nodeimg/db"] {
+        let refused = push(&haproxy, &target, &["--mount-from", bad], None);
+        assert!(!refused.status.success());
+        assert!(
+            text(&refused).contains("--mount-from"),
+            "{}",
+            text(&refused)
+        );
+    }
 }
 
 /// A loopback TCP proxy in front of the registry that answers the first

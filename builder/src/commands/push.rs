@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::registry::{self, Client, Credentials, PushReport, Reference};
+use crate::registry::{self, Client, Credentials, PushReport, Reference, Sent};
 
 pub struct PushOptions {
     pub layout: PathBuf,
@@ -19,6 +19,7 @@ pub struct PushOptions {
     pub password_stdin: bool,
     pub insecure_http: bool,
     pub chunk_size: Option<usize>,
+    pub mount_from: Option<String>,
     pub json: bool,
 }
 
@@ -114,6 +115,13 @@ fn checked_blobs(
 pub fn run(options: &PushOptions) -> anyhow::Result<()> {
     // The target first: a typo is reported before any blob is hashed.
     let reference = Reference::parse(&options.target)?;
+    if let Some(from) = &options.mount_from
+        && (!registry::repository_ok(from) || *from == reference.repository)
+    {
+        bail!(
+            "--mount-from {from:?}: name another repository of the same registry, without host or tag (e.g. pg/db)"
+        );
+    }
     let layout = &options.layout;
     let role = layout
         .file_name()
@@ -158,6 +166,7 @@ pub fn run(options: &PushOptions) -> anyhow::Result<()> {
     if let Some(size) = options.chunk_size {
         client.chunk_size = size.max(1);
     }
+    client.mount_from = options.mount_from.clone();
     let mut report = PushReport {
         reference: format!(
             "{}/{}@{manifest_digest}",
@@ -172,13 +181,19 @@ pub fn run(options: &PushOptions) -> anyhow::Result<()> {
             report.blobs_skipped += 1;
             continue;
         }
-        eprintln!("{digest}: uploading {size} bytes...");
-        let chunks = client.upload_blob(digest, path, *size)?;
-        if chunks > 0 {
-            eprintln!(
+        eprintln!("{digest}: sending {size} bytes...");
+        match client.upload_blob(digest, path, *size)? {
+            Sent::Mounted => {
+                let from = options.mount_from.as_deref().unwrap_or_default();
+                eprintln!("{digest}: mounted from {from}, nothing sent");
+                report.blobs_mounted += 1;
+                continue;
+            }
+            Sent::Uploaded { chunks } if chunks > 0 => eprintln!(
                 "{digest}: sent in {chunks} chunks of up to {} bytes",
                 client.chunk_size
-            );
+            ),
+            Sent::Uploaded { .. } => {}
         }
         report.blobs_uploaded += 1;
         report.bytes_uploaded += size;
@@ -192,11 +207,12 @@ pub fn run(options: &PushOptions) -> anyhow::Result<()> {
         .into());
     }
     eprintln!(
-        "pushed {} as {}:{} ({} blobs uploaded, {} already there, {} bytes)",
+        "pushed {} as {}:{} ({} blobs uploaded, {} mounted, {} already there, {} bytes)",
         layout.display(),
         reference.repository,
         reference.tag,
         report.blobs_uploaded,
+        report.blobs_mounted,
         report.blobs_skipped,
         report.bytes_uploaded
     );
