@@ -1,41 +1,21 @@
 //! nodeimg: compiles per-role recipes into pinned locks, reproducible OCI
-//! images and cloud-init bundles. Each module is one stage of the pipeline
-//! described in DESIGN.md.
+//! images and cloud-init bundles. One folder per stage of the pipeline
+//! described in docs/architecture.md, in the order data flows:
+//!
+//! - `debian`: the archive's formats and transport;
+//! - `lock`: recipe → signed indexes → resolution → lock → package cache;
+//! - `image`: lock → root filesystem → layers → OCI layout, tarball, SBOM;
+//! - `cluster`: the cluster spec and its secrets;
+//! - `ship`: registry push, bundles, cloud-init user-data;
+//! - `agent`: `nodeimg boot` on the node.
+//!
+//! `commands` holds one thin module per subcommand.
 
-pub mod bootstrap_sql;
-pub mod bundle;
-pub mod cloud_init;
+pub mod agent;
 pub mod cluster;
 pub mod commands;
-pub mod deb;
-pub mod deb822;
-pub mod fencing;
-pub mod fetch;
-pub mod fsutil;
-pub mod host_install;
-pub mod identity;
-pub mod index;
-pub mod layer;
-pub mod layer_cache;
-pub mod layer_plan;
+pub mod debian;
+pub mod image;
 pub mod lock;
-pub mod oci;
-pub mod overlay;
-pub mod package_cache;
-pub mod progress;
-pub mod recipe;
-pub mod registry;
-pub mod relation;
-pub mod release;
-pub mod render;
-pub mod resolve;
-pub mod rootfs;
-pub mod sbom;
-pub mod scram;
-pub mod secrets;
-pub mod signature;
-pub mod signed_sources;
-pub mod supervise;
-pub mod system_files;
-pub mod tarball;
-pub mod version;
+pub mod ship;
+pub mod util;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use nodeimg::commands;
-use nodeimg::fetch::Fetcher;
+use nodeimg::debian::fetch::Fetcher;
 
 /// Build immutable node images for a PostgreSQL HA cluster from pinned
 /// Debian packages.
@@ -289,7 +289,7 @@ enum Command {
         /// Where the node's identity comes from: auto, env, hetzner,
         /// hetzner:URL or nocloud:PATH.
         #[arg(long, env = "NODEIMG_METADATA", default_value = "auto")]
-        metadata: nodeimg::identity::MetadataSource,
+        metadata: nodeimg::agent::identity::MetadataSource,
 
         /// The role (db or haproxy) [default: read from /usr/share/nodeimg/role].
         #[arg(long)]

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nodeimg::scram::Verifier;
-use nodeimg::secrets::{Secrets, UserSecret};
+use nodeimg::cluster::scram::Verifier;
+use nodeimg::cluster::secrets::{Secrets, UserSecret};
 use support::hetzner_metadata::{HetznerStandIn, ServerDoc};
 use support::images::{loaded_images, run};
 

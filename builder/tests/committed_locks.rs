@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use nodeimg::lock::Lock;
-use nodeimg::recipe;
+use nodeimg::lock::recipe;
 
 fn check(role: &str) -> Lock {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes");

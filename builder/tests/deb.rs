@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use nodeimg::deb::{Compression, Deb, DebError};
+use nodeimg::debian::deb::{Compression, Deb, DebError};
 
 fn build_deb(dir: &Path, compression: &str) -> Vec<u8> {
     let root = dir.join(format!("pkg-{compression}"));

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nodeimg::identity::{
+use nodeimg::agent::identity::{
     self, DetectOptions, HttpPolicy, Identity, IdentityError, IdentitySource, MetadataSource,
 };
 use support::hetzner_metadata::{

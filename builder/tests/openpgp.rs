@@ -9,7 +9,7 @@ mod support {
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nodeimg::signature::{Keyring, SignatureError};
+use nodeimg::debian::signature::{Keyring, SignatureError};
 use support::pgp::{KeyKind, TestKey, generate_key, sign_cleartext_many};
 
 const TRIXIE_INRELEASE: &[u8] = include_bytes!("fixtures/debian/trixie.InRelease");

@@ -19,7 +19,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid, User};
-use nodeimg::scram::{ScramError, Verifier};
+use nodeimg::cluster::scram::{ScramError, Verifier};
 use sha2::{Digest, Sha256};
 
 /// Where the newest installed PostgreSQL keeps initdb, postgres and psql.

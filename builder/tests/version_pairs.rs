@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::process::Command;
 
-use nodeimg::version;
+use nodeimg::debian::version;
 
 fn pairs() -> Vec<(String, String, Ordering)> {
     let text = include_str!("fixtures/version_pairs.txt");

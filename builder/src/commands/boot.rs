@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::agent::identity::{self, HttpPolicy, Identity, MetadataSource};
+use crate::agent::render::{self, NodeView, RUN_DIR, RenderedFile};
+use crate::agent::supervise::{self, ProcessTable, ServiceSpec};
+use crate::cluster::secrets::Secrets;
 use crate::cluster::{ClusterSpec, Dcs, Member, Role};
-use crate::identity::{self, HttpPolicy, Identity, MetadataSource};
-use crate::render::{self, NodeView, RUN_DIR, RenderedFile};
-use crate::secrets::Secrets;
-use crate::supervise::{self, ProcessTable, ServiceSpec};
 
 pub const ROLE_FILE: &str = "/usr/share/nodeimg/role";
 pub const DEFAULT_SECRETS: &str = "/run/secrets/nodeimg.toml";
@@ -61,7 +61,7 @@ pub fn run(options: &BootOptions) -> anyhow::Result<i32> {
         && node.spec.patroni.fence_dead_leader
     {
         let config = fence_config(&node);
-        std::thread::spawn(move || crate::fencing::watch(config));
+        std::thread::spawn(move || crate::agent::fencing::watch(config));
     }
     if node.role == Role::Db && (!node.spec.users.is_empty() || !node.spec.databases.is_empty()) {
         start_leader_tasks(&node, &accounts, table.clone());
@@ -250,7 +250,7 @@ fn write_files(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for file in files {
         let path = dir.join(&file.name);
-        crate::fsutil::write_atomic(&path, file.text.as_bytes(), 0o600)
+        crate::util::fsutil::write_atomic(&path, file.text.as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", path.display()))?;
         if let Some(accounts) = accounts {
             let (uid, gid) = file_owner(&file.name, accounts);
@@ -360,10 +360,10 @@ fn haproxy_services(accounts: &Accounts) -> anyhow::Result<Vec<ServiceSpec>> {
     ])
 }
 
-fn fence_config(node: &Node) -> crate::fencing::FenceConfig {
+fn fence_config(node: &Node) -> crate::agent::fencing::FenceConfig {
     let ports = &node.view.ports;
     let timings = &node.spec.patroni;
-    crate::fencing::FenceConfig {
+    crate::agent::fencing::FenceConfig {
         etcd: format!("http://127.0.0.1:{}", ports.etcd_client),
         // Patroni's namespace (patroni.yml.j2) and scope.
         prefix: format!("/nodeimg/{}/", node.spec.cluster.name),
@@ -376,7 +376,10 @@ fn fence_config(node: &Node) -> crate::fencing::FenceConfig {
             .collect(),
         patroni_port: ports.patroni,
         etcd_port: ports.etcd_client,
-        grace: crate::fencing::FenceConfig::grace_for(timings.loop_wait, timings.retry_timeout),
+        grace: crate::agent::fencing::FenceConfig::grace_for(
+            timings.loop_wait,
+            timings.retry_timeout,
+        ),
     }
 }
 
@@ -384,7 +387,7 @@ fn fence_config(node: &Node) -> crate::fencing::FenceConfig {
 /// longer does), again after every promotion; everything is idempotent.
 fn start_leader_tasks(node: &Node, accounts: &Accounts, table: ProcessTable) {
     let url = format!("http://{}:{}/primary", node.me.ip, node.view.ports.patroni);
-    let sql = crate::bootstrap_sql::script(&node.spec, &node.view.users);
+    let sql = crate::agent::bootstrap_sql::script(&node.spec, &node.view.users);
     let psql = format!("{}/psql", node.view.postgresql.bin_dir);
     let socket_dir = node.view.paths.socket_dir.clone();
     let port = node.view.ports.postgres;
@@ -411,7 +414,7 @@ fn start_leader_tasks(node: &Node, accounts: &Accounts, table: ProcessTable) {
                 continue;
             }
             if let Err(err) =
-                crate::fsutil::write_atomic(Path::new(&script_path), sql.as_bytes(), 0o600)
+                crate::util::fsutil::write_atomic(Path::new(&script_path), sql.as_bytes(), 0o600)
                     .and_then(|()| {
                         std::os::unix::fs::chown(&script_path, Some(postgres.0), Some(postgres.1))
                     })

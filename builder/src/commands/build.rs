@@ -15,17 +15,17 @@ use anyhow::{Context, bail};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sha2::Digest;
 
-use crate::fetch::Fetcher;
-use crate::layer::{self, Layer};
-use crate::layer_cache::{self, LayerCache, LayerRecord, LayerSettings};
-use crate::layer_plan::{self, PackageLayer};
+use crate::debian::fetch::Fetcher;
+use crate::image::layer::{self, Layer};
+use crate::image::layer_cache::{self, LayerCache, LayerRecord, LayerSettings};
+use crate::image::layer_plan::{self, PackageLayer};
+use crate::image::oci;
+use crate::image::rootfs::Rootfs;
+use crate::image::system_files;
 use crate::lock::Lock;
-use crate::oci;
-use crate::package_cache::PackageCache;
-use crate::progress::Progress;
-use crate::recipe::{self, LoadedRecipe};
-use crate::rootfs::Rootfs;
-use crate::system_files;
+use crate::lock::package_cache::PackageCache;
+use crate::lock::recipe::{self, LoadedRecipe};
+use crate::util::progress::Progress;
 
 pub struct BuildOptions {
     pub recipes: Vec<PathBuf>,
@@ -299,7 +299,7 @@ fn write_image(
     // Tagged by the manifest digest: a rebuild with another agent or
     // overlay gets another tag instead of taking over the old one.
     assembled.reference = format!("nodeimg/{role}:{}", &assembled.manifest_digest[7..19]);
-    let sbom = crate::sbom::spdx(
+    let sbom = crate::image::sbom::spdx(
         role,
         &image.lock,
         &extras,
@@ -385,7 +385,7 @@ fn agent_layer(
     image: &Planned,
     cache: &LayerCache,
     target: &str,
-) -> anyhow::Result<(Layer, crate::sbom::ExtraPackage)> {
+) -> anyhow::Result<(Layer, crate::image::sbom::ExtraPackage)> {
     let source = match &options.agent {
         Some(path) => path.clone(),
         None => std::env::current_exe().context("cannot find the running nodeimg binary")?,
@@ -404,7 +404,7 @@ fn agent_layer(
         );
     }
     let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-    let path = crate::rootfs::normalize(target)
+    let path = crate::image::rootfs::normalize(target)
         .with_context(|| format!("[image] agent = {target:?} is not a file path"))?;
     let mut hasher = sha2::Sha256::new();
     hasher.update(format!("agent-1\0{path}\0{}\0{sha256}", image.epoch));
@@ -415,12 +415,12 @@ fn agent_layer(
         let mut rootfs = Rootfs::default();
         rootfs.entries.insert(
             path.clone(),
-            crate::rootfs::Entry::file(bytes, 0o755, epoch),
+            crate::image::rootfs::Entry::file(bytes, 0o755, epoch),
         );
         rootfs.add_missing_parents(epoch);
         Ok(rootfs)
     })?;
-    let extra = crate::sbom::ExtraPackage {
+    let extra = crate::image::sbom::ExtraPackage {
         name: "nodeimg".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         sha256,
@@ -433,7 +433,7 @@ fn agent_layer(
 fn overlay_layer(
     image: &Planned,
     dir: &Path,
-) -> anyhow::Result<(Layer, crate::sbom::ExtraPackage)> {
+) -> anyhow::Result<(Layer, crate::image::sbom::ExtraPackage)> {
     let dirs: Vec<PathBuf> = image
         .recipe
         .recipe
@@ -442,11 +442,11 @@ fn overlay_layer(
         .iter()
         .map(|d| image.recipe.dir().join(d))
         .collect();
-    let overlay = crate::overlay::load(&dirs, image.epoch)?;
+    let overlay = crate::image::overlay::load(&dirs, image.epoch)?;
     let label = format!("overlays: {}", image.recipe.recipe.overlays.dirs.join(", "));
     let layer = layer::write_layer(overlay.rootfs.entries.iter(), dir, label)
         .context("cannot write the overlay layer")?;
-    let extra = crate::sbom::ExtraPackage {
+    let extra = crate::image::sbom::ExtraPackage {
         name: format!("nodeimg-overlays-{}", image.role),
         version: format!("sha256:{}", &overlay.sha256[..12]),
         sha256: overlay.sha256,

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::bundle::{self, RoleImage};
-use crate::cloud_init::{self, ImageSource};
+use crate::cluster::secrets::Secrets;
 use crate::cluster::{ClusterSpec, Role};
-use crate::host_install;
-use crate::secrets::Secrets;
-use crate::signed_sources;
-use crate::tarball::TarFile;
+use crate::image::tarball::TarFile;
+use crate::lock::signed_sources;
+use crate::ship::bundle::{self, RoleImage};
+use crate::ship::cloud_init::{self, ImageSource};
+use crate::ship::host_install;
 
 pub struct BundleOptions {
     pub cluster: PathBuf,
@@ -232,7 +232,7 @@ fn signature_files(
         })
         .collect();
     for key in keys {
-        let fingerprints = crate::signature::Keyring::load(&[&key])?.fingerprints();
+        let fingerprints = crate::debian::signature::Keyring::load(&[&key])?.fingerprints();
         if fingerprints.iter().any(|f| trusted.contains(f)) {
             let name = key.file_name().unwrap_or_default().to_string_lossy();
             files.push(TarFile::file(
@@ -259,7 +259,7 @@ fn write_archive(
     let tmp = tempfile::NamedTempFile::new_in(&dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     let mut out = std::io::BufWriter::new(tmp.as_file());
-    crate::tarball::write(&mut out, mtime, files)
+    crate::image::tarball::write(&mut out, mtime, files)
         .and_then(|()| out.flush())
         .with_context(|| format!("cannot write {}", output.display()))?;
     drop(out);

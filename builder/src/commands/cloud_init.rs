@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::cloud_init;
+use crate::cluster::secrets::Secrets;
 use crate::cluster::{ClusterSpec, Role};
-use crate::secrets::Secrets;
+use crate::ship::cloud_init;
 
 pub struct CloudInitOptions {
     pub cluster: PathBuf,
@@ -49,7 +49,7 @@ pub fn run(options: &CloudInitOptions) -> anyhow::Result<()> {
     for (role, text) in &rendered {
         let path = options.output.join(format!("{}.yaml", role.as_str()));
         // It carries the role's secrets.
-        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
+        crate::util::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!(
             "wrote {} ({} bytes of {} allowed)",
@@ -76,12 +76,12 @@ fn write_nocloud(
         let seed = dir.join(&member.name);
         std::fs::create_dir_all(&seed)
             .with_context(|| format!("cannot create {}", seed.display()))?;
-        crate::fsutil::write_atomic(
+        crate::util::fsutil::write_atomic(
             &seed.join("meta-data"),
             cloud_init::nocloud_meta_data(&member.name, member.ip).as_bytes(),
             0o644,
         )?;
-        crate::fsutil::write_atomic(&seed.join("user-data"), text.as_bytes(), 0o600)?;
+        crate::util::fsutil::write_atomic(&seed.join("user-data"), text.as_bytes(), 0o600)?;
     }
     eprintln!("wrote NoCloud seeds under {}", dir.display());
     Ok(())

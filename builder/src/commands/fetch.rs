@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use std::time::Instant;
 
-use crate::fetch::Fetcher;
+use crate::debian::fetch::Fetcher;
 use crate::lock::Lock;
-use crate::package_cache::PackageCache;
-use crate::recipe;
+use crate::lock::package_cache::PackageCache;
+use crate::lock::recipe;
 
 pub struct FetchOptions {
     pub recipe: PathBuf,

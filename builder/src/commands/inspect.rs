@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::deb822;
+use crate::debian::deb822;
 
 pub struct InspectOptions {
     pub layout: PathBuf,

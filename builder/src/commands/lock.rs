@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::fetch::Fetcher;
-use crate::index::IndexCache;
+use crate::debian::fetch::Fetcher;
 use crate::lock::Lock;
-use crate::recipe;
-use crate::resolve;
+use crate::lock::index::IndexCache;
+use crate::lock::recipe;
+use crate::lock::resolve;
 
 pub struct LockOptions {
     pub recipe: PathBuf,
@@ -70,7 +70,7 @@ pub fn run(options: &LockOptions) -> anyhow::Result<()> {
     keep_inrelease_files(&lock, &cache, &lock_path)?;
     let unchanged = std::fs::read_to_string(&lock_path).is_ok_and(|current| current == text);
     if !unchanged {
-        crate::fsutil::write_atomic(&lock_path, text.as_bytes(), 0o644)
+        crate::util::fsutil::write_atomic(&lock_path, text.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", lock_path.display()))?;
     }
     eprintln!(
@@ -93,7 +93,7 @@ fn keep_inrelease_files(
     let dir = lock_path
         .parent()
         .unwrap_or(std::path::Path::new("."))
-        .join(crate::signed_sources::DIR);
+        .join(crate::lock::signed_sources::DIR);
     for source in &lock.sources {
         let cached = cache.inrelease_dir().join(&source.inrelease_sha256);
         let bytes = std::fs::read(&cached).with_context(|| {
@@ -103,7 +103,7 @@ fn keep_inrelease_files(
                 cached.display()
             )
         })?;
-        crate::signed_sources::keep(&dir, &bytes)?;
+        crate::lock::signed_sources::keep(&dir, &bytes)?;
     }
     Ok(())
 }

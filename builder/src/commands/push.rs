@@ -3,14 +3,14 @@
 //! to an OCI distribution registry.
 
 use super::read_json;
-use crate::oci::blob_path;
+use crate::image::oci::blob_path;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::registry::{self, Client, Credentials, PushReport, Reference, Sent};
+use crate::ship::registry::{self, Client, Credentials, PushReport, Reference, Sent};
 
 pub struct PushOptions {
     pub layout: PathBuf,

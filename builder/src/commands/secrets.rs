@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use rand::Rng;
 
 use crate::cluster::ClusterSpec;
-use crate::scram::Verifier;
-use crate::secrets::{Secrets, UserSecret};
+use crate::cluster::scram::Verifier;
+use crate::cluster::secrets::{Secrets, UserSecret};
 
 /// 32 characters from 62 symbols: about 190 bits.
 fn random_password() -> String {

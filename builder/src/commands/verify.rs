@@ -6,7 +6,7 @@
 //! beside the layout against the lock embedded in the image.
 
 use super::read_json;
-use crate::oci::blob_path;
+use crate::image::oci::blob_path;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,8 +34,8 @@ enum SignatureCheck {
 impl SignatureCheck {
     fn from(dir: &Path) -> SignatureCheck {
         SignatureCheck::With {
-            inrelease: dir.join(crate::signed_sources::DIR),
-            keys: crate::signed_sources::key_files(&dir.join("keys")),
+            inrelease: dir.join(crate::lock::signed_sources::DIR),
+            keys: crate::lock::signed_sources::key_files(&dir.join("keys")),
         }
     }
 }
@@ -75,7 +75,7 @@ fn unpack_layer(path: &Path) -> anyhow::Result<(String, Option<String>)> {
     let mut lock = None;
     for entry in tar::Archive::new(tar.as_slice()).entries()? {
         let mut entry = entry?;
-        if entry.path()?.as_os_str() == crate::bundle::LOCK_PATH {
+        if entry.path()?.as_os_str() == crate::ship::bundle::LOCK_PATH {
             let mut text = String::new();
             entry.read_to_string(&mut text)?;
             lock = Some(text);
@@ -105,13 +105,17 @@ pub fn run(options: &VerifyOptions) -> anyhow::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sbom = path.with_file_name(format!("{role}.spdx.json"));
-    let signatures = if options.recipes.join(crate::signed_sources::DIR).is_dir() {
+    let signatures = if options
+        .recipes
+        .join(crate::lock::signed_sources::DIR)
+        .is_dir()
+    {
         SignatureCheck::from(&options.recipes)
     } else {
         SignatureCheck::Skip(format!(
             "signatures not re-checked: no {}/{} here (run from the project folder or pass --recipes)",
             options.recipes.display(),
-            crate::signed_sources::DIR
+            crate::lock::signed_sources::DIR
         ))
     };
     // A layout copied without its SBOM is still checked, blob by blob.
@@ -179,7 +183,7 @@ fn verify_bundle(root: &Path, shown: &str) -> anyhow::Result<()> {
     let checked = verify_layout(
         &root.join("images"),
         |descriptor| {
-            let role = descriptor["annotations"][crate::bundle::ROLE_ANNOTATION]
+            let role = descriptor["annotations"][crate::ship::bundle::ROLE_ANNOTATION]
                 .as_str()
                 .unwrap_or("unnamed");
             Some(sboms.join(format!("{role}.spdx.json")))
@@ -282,7 +286,7 @@ fn verify_layout(
         if let SignatureCheck::With { inrelease, keys } = signatures {
             let lock = needs_lock("its signatures".into())?;
             for line in
-                crate::signed_sources::recheck(lock, inrelease, keys).with_context(|| {
+                crate::lock::signed_sources::recheck(lock, inrelease, keys).with_context(|| {
                     format!("image {digest}: a signature recorded at lock time does not check")
                 })?
             {

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::deb::Deb;
-use crate::layer::{self, Layer};
-use crate::layer_plan::PackageLayer;
+use crate::debian::deb::Deb;
+use crate::image::layer::{self, Layer};
+use crate::image::layer_plan::PackageLayer;
+use crate::image::rootfs::{Content, Entry, MERGED_USR_AMD64, Rootfs, RootfsError};
 use crate::lock::Lock;
-use crate::package_cache::{PackageCache, PackageError};
-use crate::rootfs::{Content, Entry, MERGED_USR_AMD64, Rootfs, RootfsError};
+use crate::lock::package_cache::{PackageCache, PackageError};
 
 /// Bump when the way layers are made changes, so old cache entries are
 /// never reused for a new format.
@@ -71,7 +71,7 @@ pub enum LayerError {
     #[error("package {package}: cannot read its control file: {err}")]
     Control {
         package: String,
-        err: crate::deb::DebError,
+        err: crate::debian::deb::DebError,
     },
     #[error("cannot write layer {label} under {dir}: {err}")]
     Write {
@@ -191,7 +191,7 @@ impl LayerCache {
             ca_certificates: ca_certificates(&rootfs),
         };
         let json = serde_json::to_vec(&record).expect("a layer record serializes");
-        crate::fsutil::write_atomic(&self.records.join(format!("{key}.json")), &json, 0o644)
+        crate::util::fsutil::write_atomic(&self.records.join(format!("{key}.json")), &json, 0o644)
             .map_err(write_error)?;
         Ok(record)
     }
@@ -224,7 +224,7 @@ impl LayerCache {
             ca_certificates: Vec::new(),
         };
         let json = serde_json::to_vec(&record).expect("a layer record serializes");
-        crate::fsutil::write_atomic(&self.records.join(format!("{key}.json")), &json, 0o644)
+        crate::util::fsutil::write_atomic(&self.records.join(format!("{key}.json")), &json, 0o644)
             .map_err(write_error)?;
         Ok(record.layer)
     }

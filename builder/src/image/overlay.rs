@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::rootfs::{Content, Entry, Rootfs};
+use crate::image::rootfs::{Content, Entry, Rootfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -73,7 +73,7 @@ fn walk(root: &Path, dir: &Path, epoch: u64, rootfs: &mut Rootfs) -> Result<(), 
             .to_string_lossy()
             .into_owned();
         // Normalized like package paths, so /bin/x lands in usr/bin/x.
-        let Some(image_path) = crate::rootfs::normalize(&relative) else {
+        let Some(image_path) = crate::image::rootfs::normalize(&relative) else {
             continue;
         };
         let meta = std::fs::symlink_metadata(&path).map_err(read_err(&path))?;

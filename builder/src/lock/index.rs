@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::deb822;
-use crate::fetch::{FetchError, Fetched, Fetcher};
-use crate::recipe::{LoadedRecipe, Source};
-use crate::relation::{self, Relation};
-use crate::release::{Release, parse_release_date};
-use crate::signature::{Keyring, SignatureError};
-use crate::version::Version;
+use crate::debian::deb822;
+use crate::debian::fetch::{FetchError, Fetched, Fetcher};
+use crate::debian::relation::{self, Relation};
+use crate::debian::release::{Release, parse_release_date};
+use crate::debian::signature::{Keyring, SignatureError};
+use crate::debian::version::Version;
+use crate::lock::recipe::{LoadedRecipe, Source};
 
 #[derive(Debug, Error)]
 pub enum IndexError {
@@ -253,7 +253,7 @@ impl IndexCache {
 
     /// Where verified InRelease files are kept by their SHA-256.
     pub fn inrelease_dir(&self) -> PathBuf {
-        self.dir.join(crate::signed_sources::DIR)
+        self.dir.join(crate::lock::signed_sources::DIR)
     }
 
     fn load_release(
@@ -314,7 +314,7 @@ impl IndexCache {
             })?;
         // Kept by hash too, so `nodeimg lock` can put the exact verified
         // bytes beside the lock for later signature re-checks.
-        if let Err(err) = crate::signed_sources::keep(&self.inrelease_dir(), &bytes) {
+        if let Err(err) = crate::lock::signed_sources::keep(&self.inrelease_dir(), &bytes) {
             tracing::warn!("{err}");
         }
         if let Some(last_modified) = fresh {
@@ -520,7 +520,7 @@ fn parse_packages(
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
-    crate::fsutil::write_atomic(path, bytes, 0o644).map_err(|source| IndexError::Cache {
+    crate::util::fsutil::write_atomic(path, bytes, 0o644).map_err(|source| IndexError::Cache {
         path: path.to_path_buf(),
         source,
     })

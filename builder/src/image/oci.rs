@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::layer::{Layer, sha256_digest};
-use crate::recipe::ImageConfig;
+use crate::image::layer::{Layer, sha256_digest};
+use crate::lock::recipe::ImageConfig;
 
 pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
@@ -299,9 +299,9 @@ impl Image {
                     bytes
                 }
             };
-            files.push(crate::tarball::TarFile::bytes(path, 0o644, bytes));
+            files.push(crate::image::tarball::TarFile::bytes(path, 0o644, bytes));
         }
-        crate::tarball::write(out, mtime, files)
+        crate::image::tarball::write(out, mtime, files)
     }
 }
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::debian::signature::Keyring;
 use crate::lock::{Lock, LockedSource};
-use crate::signature::Keyring;
 
 /// The folder, beside a lock or in a bundle, holding the InRelease files.
 pub const DIR: &str = "inrelease";
@@ -64,7 +64,7 @@ pub fn keep(dir: &Path, bytes: &[u8]) -> Result<PathBuf, SignedSourceError> {
     let path = dir.join(hex::encode(Sha256::digest(bytes)));
     if !path.exists() {
         std::fs::create_dir_all(dir)
-            .and_then(|()| crate::fsutil::write_atomic(&path, bytes, 0o644))
+            .and_then(|()| crate::util::fsutil::write_atomic(&path, bytes, 0o644))
             .map_err(|err| SignedSourceError::Write {
                 path: path.clone(),
                 err,

@@ -3,8 +3,8 @@
 //! (they are validated identifiers), users given their SCRAM verifier so
 //! PostgreSQL and PgBouncer hold the identical string.
 
+use crate::agent::render::UserView;
 use crate::cluster::ClusterSpec;
-use crate::render::UserView;
 
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -6,7 +6,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::version::Version;
+use crate::debian::version::Version;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[error("bad relation {piece:?} in {field:?}: {reason}")]
@@ -193,7 +193,7 @@ fn parse_one(field: &str, piece: &str) -> Result<Relation, RelationError> {
         let version = spec[op_len..].trim();
         let version = version
             .parse()
-            .map_err(|err: crate::version::VersionError| error(&err.reason))?;
+            .map_err(|err: crate::debian::version::VersionError| error(&err.reason))?;
         constraint = Some(Constraint { op, version });
         tail = inner[close + 1..].trim_start();
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scram::Verifier;
+use crate::cluster::scram::Verifier;
 
 /// Environment variables that may carry secrets instead of a file.
 pub const ENV_SUPERUSER: &str = "NODEIMG_SUPERUSER_PASSWORD";
@@ -128,11 +128,12 @@ impl Secrets {
                     user.to_ascii_uppercase().replace('-', "_")
                 ),
             })?;
-        text.parse()
-            .map_err(|err: crate::scram::ScramError| SecretsError::BadVerifier {
+        text.parse().map_err(
+            |err: crate::cluster::scram::ScramError| SecretsError::BadVerifier {
                 user: user.to_string(),
                 err: err.to_string(),
-            })
+            },
+        )
     }
 
     /// A password the db role needs, checked for presence and length.

@@ -679,7 +679,7 @@ mod tests {
 
     #[test]
     fn nocloud_meta_data_as_nodeimg_cloud_init_writes_it() {
-        let text = crate::cloud_init::nocloud_meta_data("db-2", "10.1.0.12".parse().unwrap());
+        let text = crate::ship::cloud_init::nocloud_meta_data("db-2", "10.1.0.12".parse().unwrap());
         let found = parse_nocloud(&text, "meta-data").unwrap();
         assert_eq!(found.name.as_deref(), Some("db-2"));
         assert_eq!(found.instance_id.as_deref(), Some("db-2"));

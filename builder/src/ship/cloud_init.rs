@@ -10,8 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
+use crate::cluster::secrets::Secrets;
 use crate::cluster::{ClusterSpec, Role};
-use crate::secrets::Secrets;
 
 /// Hetzner's limit on `user_data`, after any encoding.
 pub const USER_DATA_LIMIT: usize = 32 * 1024;
@@ -27,7 +27,7 @@ pub enum CloudInitError {
     )]
     NoRepository { role: String },
     #[error("{0}")]
-    Secrets(#[from] crate::secrets::SecretsError),
+    Secrets(#[from] crate::cluster::secrets::SecretsError),
     #[error("template {path}: {err}")]
     Template { path: String, err: String },
     #[error(
@@ -117,7 +117,13 @@ pub fn render(
         Role::Haproxy => spec.haproxy_members.first(),
     };
     if let Some(member) = view_member {
-        crate::render::NodeView::build(spec, role, member, secrets, "/usr/lib/postgresql/17/bin")?;
+        crate::agent::render::NodeView::build(
+            spec,
+            role,
+            member,
+            secrets,
+            "/usr/lib/postgresql/17/bin",
+        )?;
     }
     let (image, bundle_image_ids, bundle_dir) = match image {
         ImageSource::Registry { digest } => {

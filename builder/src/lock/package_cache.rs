@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::fetch::{FetchError, Fetcher};
+use crate::debian::fetch::{FetchError, Fetcher};
 use crate::lock::{Lock, LockedPackage};
-use crate::progress::Progress;
+use crate::util::progress::Progress;
 
 #[derive(Debug, Error)]
 pub enum PackageError {
@@ -102,7 +102,7 @@ impl PackageCache {
                 actual: format!("{actual_size} bytes with SHA-256 {actual}"),
             });
         }
-        crate::fsutil::write_atomic(&path, &bytes, 0o644).map_err(|source| {
+        crate::util::fsutil::write_atomic(&path, &bytes, 0o644).map_err(|source| {
             PackageError::Cache {
                 path: path.clone(),
                 source,
@@ -125,7 +125,7 @@ impl PackageCache {
         }
         let path = self.path_of(package);
         std::fs::create_dir_all(&self.dir)
-            .and_then(|()| crate::fsutil::write_atomic(&path, bytes, 0o644))
+            .and_then(|()| crate::util::fsutil::write_atomic(&path, bytes, 0o644))
             .map_err(|source| PackageError::Cache { path, source })?;
         Ok(true)
     }

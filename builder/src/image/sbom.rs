@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::image::oci::{canonical_json, rfc3339};
 use crate::lock::Lock;
-use crate::oci::{canonical_json, rfc3339};
 
 /// Percent-encodes a purl component: unreserved characters stay.
 fn purl_encode(text: &str) -> String {

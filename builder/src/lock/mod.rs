@@ -2,6 +2,15 @@
 //! version and SHA-256, the verified sources they came from, and the
 //! checksum of the recipe it was made from. Builds read only the lock.
 
+// The locking stage: a recipe resolved against signed indexes into a lock,
+// and the packages that lock names fetched into a verified cache.
+
+pub mod index;
+pub mod package_cache;
+pub mod recipe;
+pub mod resolve;
+pub mod signed_sources;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -9,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::index::SourceIndex;
-use crate::recipe::LoadedRecipe;
-use crate::resolve::{RECIPE, Resolution};
+use crate::lock::index::SourceIndex;
+use crate::lock::recipe::LoadedRecipe;
+use crate::lock::resolve::{RECIPE, Resolution};
 
 pub const LOCK_VERSION: u32 = 1;
 
@@ -259,7 +268,7 @@ impl Lock {
                     package.name
                 ));
             }
-            if let Err(err) = package.version.parse::<crate::version::Version>() {
+            if let Err(err) = package.version.parse::<crate::debian::version::Version>() {
                 return Err(format!("package `{}`: {err}", package.name));
             }
         }
@@ -334,7 +343,7 @@ impl Lock {
 fn sources_epoch(sources: &[LockedSource]) -> Option<i64> {
     sources
         .iter()
-        .filter_map(|s| crate::release::parse_release_date(&s.date))
+        .filter_map(|s| crate::debian::release::parse_release_date(&s.date))
         .max()
 }
 

@@ -2,8 +2,8 @@
 //! from the recipe instead: accounts, /tmp, the dpkg database, and the
 //! recipe and lock the image was built from.
 
-use crate::recipe::Accounts;
-use crate::rootfs::{Entry, Rootfs, RootfsError};
+use crate::image::rootfs::{Entry, Rootfs, RootfsError};
+use crate::lock::recipe::Accounts;
 
 /// `/etc/passwd`, `/etc/group` and `/etc/shadow` from the recipe's
 /// accounts, root first. Passwords are locked: nobody logs in by password.

@@ -4,7 +4,7 @@
 //! Everything is a pure function of the built images, the spec, the
 //! secrets and the templates, so the same inputs give the same archive.
 
-use crate::oci::blob_path;
+use crate::image::oci::blob_path;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::oci::{INDEX_TYPE, canonical_json};
-use crate::tarball::{Source, TarFile};
+use crate::image::oci::{INDEX_TYPE, canonical_json};
+use crate::image::tarball::{Source, TarFile};
 
 /// The installer every bundle carries; it needs only sh, coreutils, tar
 /// and the container runtime.
@@ -105,7 +105,7 @@ impl RoleImage {
         let config_digest = text(&manifest["config"]["digest"], "config digest")?;
         let created = manifest["annotations"]["org.opencontainers.image.created"]
             .as_str()
-            .and_then(crate::oci::parse_rfc3339);
+            .and_then(crate::image::oci::parse_rfc3339);
         let mut blobs = vec![manifest_digest.clone(), config_digest.clone()];
         for layer in manifest["layers"].as_array().into_iter().flatten() {
             blobs.push(text(&layer["digest"], "layer digest")?);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::deb::{Deb, DebError};
+use crate::debian::deb::{Deb, DebError};
 
 /// Top-level directories that are symlinks into /usr on a merged-/usr
 /// system (Debian's amd64 list).

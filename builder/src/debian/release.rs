@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::deb822;
+use crate::debian::deb822;
 
 #[derive(Debug, Error)]
 pub enum ReleaseError {

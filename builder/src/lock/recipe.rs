@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::relation::{self, Relation};
+use crate::debian::relation::{self, Relation};
 
 #[derive(Debug, Error)]
 pub enum RecipeError {

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use thiserror::Error;
 
-use crate::index::{Candidate, Universe};
-use crate::relation::{self, Constraint, Relation};
+use crate::debian::relation::{self, Constraint, Relation};
+use crate::lock::index::{Candidate, Universe};
 
 /// Bounds the restarts caused by version conflicts; each restart adds a
 /// constraint, so real recipes need a handful at most.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::rootfs::{Content, Entry};
+use crate::image::rootfs::{Content, Entry};
 
 /// The gzip level is part of the image's identity: changing it changes
 /// every layer digest.

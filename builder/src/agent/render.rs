@@ -225,11 +225,11 @@ impl NodeView {
         spec: &crate::cluster::ClusterSpec,
         role: crate::cluster::Role,
         me: &crate::cluster::Member,
-        secrets: &crate::secrets::Secrets,
+        secrets: &crate::cluster::secrets::Secrets,
         bin_dir: &str,
-    ) -> Result<NodeView, crate::secrets::SecretsError> {
+    ) -> Result<NodeView, crate::cluster::secrets::SecretsError> {
+        use crate::cluster::secrets::{ENV_REPLICATION, ENV_REWIND, ENV_SUPERUSER};
         use crate::cluster::{Dcs, PoolTarget, Role};
-        use crate::secrets::{ENV_REPLICATION, ENV_REWIND, ENV_SUPERUSER};
         let member = |m: &crate::cluster::Member| MemberView {
             name: m.name.clone(),
             ip: m.ip.to_string(),
@@ -267,7 +267,7 @@ impl NodeView {
                     scram: secrets.verifier(&user.name, role.as_str())?.to_string(),
                 })
             })
-            .collect::<Result<Vec<_>, crate::secrets::SecretsError>>()?;
+            .collect::<Result<Vec<_>, crate::cluster::secrets::SecretsError>>()?;
         Ok(NodeView {
             cluster: ClusterInfo {
                 name: spec.cluster.name.clone(),

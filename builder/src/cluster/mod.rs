@@ -2,6 +2,11 @@
 //! settings, databases, users and pools. Validated when loaded, so a node
 //! never starts from a spec that cannot work; each refusal names its rule.
 
+// The cluster model: its spec (here) and its secrets.
+
+pub mod scram;
+pub mod secrets;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

@@ -234,7 +234,7 @@ runcmd:
 
     #[test]
     fn packed_user_data_is_unpacked_and_relative_paths_refused() {
-        let packed = crate::cloud_init::gzip_base64(USER_DATA.as_bytes());
+        let packed = crate::ship::cloud_init::gzip_base64(USER_DATA.as_bytes());
         assert_eq!(from_user_data(&packed).unwrap().0.len(), 3);
         let err = from_user_data("#cloud-config\nwrite_files:\n  - path: etc/x\n    content: a\n")
             .unwrap_err()

@@ -1,0 +1,9 @@
+//! The on-node agent (`nodeimg boot`, PID 1 of every image): who this node
+//! is, its rendered configuration, the services it supervises, the SQL the
+//! leader runs, and fencing of a dead leader.
+
+pub mod bootstrap_sql;
+pub mod fencing;
+pub mod identity;
+pub mod render;
+pub mod supervise;

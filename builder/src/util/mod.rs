@@ -1,0 +1,4 @@
+//! Small helpers every stage uses: atomic file writes and progress bars.
+
+pub mod fsutil;
+pub mod progress;
