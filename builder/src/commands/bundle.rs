@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::cluster::secrets::Secrets;
 use crate::cluster::{ClusterSpec, Role};
 use crate::image::tarball::TarFile;
-use crate::lock::signed_sources;
+use crate::lock::{index_store, signed_sources};
 use crate::ship::bundle::{self, RoleImage};
 use crate::ship::cloud_init::{self, ImageSource};
 use crate::ship::host_install;
@@ -202,8 +202,8 @@ fn signature_files(
     images: &[RoleImage],
     recipes: &std::path::Path,
 ) -> anyhow::Result<Vec<TarFile>> {
-    let inrelease = recipes.join(signed_sources::DIR);
-    let keys = signed_sources::key_files(&recipes.join("keys"));
+    let inrelease = recipes.join(index_store::DIR);
+    let keys = index_store::key_files(&recipes.join("keys"));
     let mut wanted = std::collections::BTreeMap::new();
     let mut trusted = std::collections::BTreeSet::new();
     for image in images {
@@ -225,7 +225,7 @@ fn signature_files(
         .into_iter()
         .map(|(name, path)| {
             TarFile::file(
-                format!("{root}signatures/{}/{name}", signed_sources::DIR),
+                format!("{root}signatures/{}/{name}", index_store::DIR),
                 0o644,
                 path,
             )

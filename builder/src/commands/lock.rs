@@ -93,7 +93,7 @@ fn keep_inrelease_files(
     let dir = lock_path
         .parent()
         .unwrap_or(std::path::Path::new("."))
-        .join(crate::lock::signed_sources::DIR);
+        .join(crate::lock::index_store::DIR);
     for source in &lock.sources {
         let cached = cache.inrelease_dir().join(&source.inrelease_sha256);
         let bytes = std::fs::read(&cached).with_context(|| {
@@ -103,7 +103,7 @@ fn keep_inrelease_files(
                 cached.display()
             )
         })?;
-        crate::lock::signed_sources::keep(&dir, &bytes)?;
+        crate::lock::index_store::keep(&dir, &bytes)?;
     }
     Ok(())
 }

@@ -34,8 +34,8 @@ enum SignatureCheck {
 impl SignatureCheck {
     fn from(dir: &Path) -> SignatureCheck {
         SignatureCheck::With {
-            inrelease: dir.join(crate::lock::signed_sources::DIR),
-            keys: crate::lock::signed_sources::key_files(&dir.join("keys")),
+            inrelease: dir.join(crate::lock::index_store::DIR),
+            keys: crate::lock::index_store::key_files(&dir.join("keys")),
         }
     }
 }
@@ -105,17 +105,13 @@ pub fn run(options: &VerifyOptions) -> anyhow::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sbom = path.with_file_name(format!("{role}.spdx.json"));
-    let signatures = if options
-        .recipes
-        .join(crate::lock::signed_sources::DIR)
-        .is_dir()
-    {
+    let signatures = if options.recipes.join(crate::lock::index_store::DIR).is_dir() {
         SignatureCheck::from(&options.recipes)
     } else {
         SignatureCheck::Skip(format!(
             "signatures not re-checked: no {}/{} here (run from the project folder or pass --recipes)",
             options.recipes.display(),
-            crate::lock::signed_sources::DIR
+            crate::lock::index_store::DIR
         ))
     };
     // A layout copied without its SBOM is still checked, blob by blob.

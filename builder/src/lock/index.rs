@@ -253,7 +253,7 @@ impl IndexCache {
 
     /// Where verified InRelease files are kept by their SHA-256.
     pub fn inrelease_dir(&self) -> PathBuf {
-        self.dir.join(crate::lock::signed_sources::DIR)
+        self.dir.join(crate::lock::index_store::DIR)
     }
 
     fn load_release(
@@ -314,7 +314,7 @@ impl IndexCache {
             })?;
         // Kept by hash too, so `nodeimg lock` can put the exact verified
         // bytes beside the lock for later signature re-checks.
-        if let Err(err) = crate::lock::signed_sources::keep(&self.inrelease_dir(), &bytes) {
+        if let Err(err) = crate::lock::index_store::keep(&self.inrelease_dir(), &bytes) {
             tracing::warn!("{err}");
         }
         if let Some(last_modified) = fresh {

@@ -6,6 +6,7 @@
 // and the packages that lock names fetched into a verified cache.
 
 pub mod index;
+pub mod index_store;
 pub mod package_cache;
 pub mod recipe;
 pub mod resolve;

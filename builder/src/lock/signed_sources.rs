@@ -12,10 +12,8 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::debian::signature::Keyring;
+use crate::lock::index_store::DIR;
 use crate::lock::{Lock, LockedSource};
-
-/// The folder, beside a lock or in a bundle, holding the InRelease files.
-pub const DIR: &str = "inrelease";
 
 #[derive(Debug, Error)]
 pub enum SignedSourceError {
@@ -50,27 +48,10 @@ pub enum SignedSourceError {
         recorded: String,
         found: String,
     },
-    #[error("cannot write {path}: {err}")]
-    Write { path: PathBuf, err: std::io::Error },
 }
 
 pub fn file_name(source: &LockedSource) -> &str {
     &source.inrelease_sha256
-}
-
-/// Keeps verified InRelease bytes under `dir`, named by their SHA-256
-/// (an existing file of that name already holds the same bytes).
-pub fn keep(dir: &Path, bytes: &[u8]) -> Result<PathBuf, SignedSourceError> {
-    let path = dir.join(hex::encode(Sha256::digest(bytes)));
-    if !path.exists() {
-        std::fs::create_dir_all(dir)
-            .and_then(|()| crate::util::fsutil::write_atomic(&path, bytes, 0o644))
-            .map_err(|err| SignedSourceError::Write {
-                path: path.clone(),
-                err,
-            })?;
-    }
-    Ok(path)
 }
 
 /// Re-checks every source of `lock` against the InRelease files in `dir`
@@ -143,22 +124,10 @@ pub fn recheck(
     Ok(checked)
 }
 
-/// The key files under `dir` (`.asc`, `.gpg`), sorted.
-pub fn key_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "asc" || e == "gpg"))
-        .collect();
-    files.sort();
-    files
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lock::index_store::{keep, key_files};
 
     /// The committed db lock, its InRelease files and Debian's keys: real
     /// signatures by Debian's archive keys.
