@@ -5,5 +5,7 @@
 pub mod bootstrap_sql;
 pub mod fencing;
 pub mod identity;
+pub mod node;
 pub mod render;
+pub mod services;
 pub mod supervise;
