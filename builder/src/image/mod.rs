@@ -2,6 +2,7 @@
 //! into a root filesystem model, cut into deterministic layers, written as
 //! an OCI image layout, a `docker load` tarball and an SPDX SBOM.
 
+pub mod build;
 pub mod layer;
 pub mod layer_cache;
 pub mod layer_plan;
