@@ -5,7 +5,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::util::json::read_json;
 
 use crate::debian::deb822;
 
@@ -13,11 +15,6 @@ pub struct InspectOptions {
     pub layout: PathBuf,
     pub json: bool,
     pub top: usize,
-}
-
-fn read_json(path: &Path) -> anyhow::Result<Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 fn blob(layout: &Path, digest: &str) -> PathBuf {

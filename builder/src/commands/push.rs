@@ -2,8 +2,8 @@
 //! (every blob checked against its digest first, the manifest's own bytes)
 //! to an OCI distribution registry.
 
-use super::read_json;
 use crate::image::oci::blob_path;
+use crate::util::json::read_json;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

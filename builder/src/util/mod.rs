@@ -1,4 +1,5 @@
 //! Small helpers every stage uses: atomic file writes and progress bars.
 
 pub mod fsutil;
+pub mod json;
 pub mod progress;
