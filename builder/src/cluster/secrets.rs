@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use rand::Rng;
+
+use crate::cluster::ClusterSpec;
 use crate::cluster::scram::Verifier;
 
 /// Environment variables that may carry secrets instead of a file.
@@ -74,7 +77,37 @@ pub enum SecretsError {
     Weak(String),
 }
 
+/// 32 characters from 62 symbols: about 190 bits.
+fn random_password() -> String {
+    rand::rngs::OsRng
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
 impl Secrets {
+    /// A fresh secrets file for every user of the spec.
+    pub fn generate(spec: &ClusterSpec) -> Result<Secrets, crate::cluster::scram::ScramError> {
+        let mut secrets = Secrets {
+            superuser_password: Some(random_password()),
+            replication_password: Some(random_password()),
+            rewind_password: Some(random_password()),
+            ..Secrets::default()
+        };
+        for user in &spec.users {
+            let password = random_password();
+            secrets.users.insert(
+                user.name.clone(),
+                UserSecret {
+                    scram: Some(Verifier::generate(&password)?.to_string()),
+                    password: Some(password),
+                },
+            );
+        }
+        Ok(secrets)
+    }
+
     /// Reads a secrets file.
     pub fn read(path: &Path) -> Result<Secrets, SecretsError> {
         let text = std::fs::read_to_string(path).map_err(|err| SecretsError::Read {

@@ -6,41 +6,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use rand::Rng;
 
 use crate::cluster::ClusterSpec;
-use crate::cluster::scram::Verifier;
-use crate::cluster::secrets::{Secrets, UserSecret};
-
-/// 32 characters from 62 symbols: about 190 bits.
-fn random_password() -> String {
-    rand::rngs::OsRng
-        .sample_iter(&rand::distributions::Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect()
-}
-
-/// A fresh secrets file for every user of the spec.
-pub fn generate(spec: &ClusterSpec) -> anyhow::Result<Secrets> {
-    let mut secrets = Secrets {
-        superuser_password: Some(random_password()),
-        replication_password: Some(random_password()),
-        rewind_password: Some(random_password()),
-        ..Secrets::default()
-    };
-    for user in &spec.users {
-        let password = random_password();
-        secrets.users.insert(
-            user.name.clone(),
-            UserSecret {
-                scram: Some(Verifier::generate(&password)?.to_string()),
-                password: Some(password),
-            },
-        );
-    }
-    Ok(secrets)
-}
+use crate::cluster::secrets::Secrets;
 
 /// Writes `text` to `path` with mode 0600 from the first byte; an existing
 /// file is kept unless `force`.
@@ -71,7 +39,7 @@ pub fn write_private(path: &Path, text: &str, force: bool) -> anyhow::Result<()>
 
 pub fn init(cluster: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
     let spec = ClusterSpec::load(cluster)?;
-    let secrets = generate(&spec)?;
+    let secrets = Secrets::generate(&spec)?;
     write_private(output, &secrets.to_toml(), force)?;
     eprintln!(
         "wrote {} (0600): Patroni's three passwords and {} application user(s); keep it out of git",
@@ -94,6 +62,7 @@ pub fn for_role(secrets: &Path, role: &str, output: &Path, force: bool) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::scram::Verifier;
 
     #[test]
     fn generated_secrets_verify_and_are_private() {
@@ -101,7 +70,7 @@ mod tests {
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster.toml"),
         )
         .unwrap();
-        let secrets = generate(&spec).unwrap();
+        let secrets = Secrets::generate(&spec).unwrap();
         let user = &secrets.users["keybuzz_app"];
         let verifier: Verifier = user.scram.as_ref().unwrap().parse().unwrap();
         assert!(verifier.verify_password(user.password.as_ref().unwrap()));
