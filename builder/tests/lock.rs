@@ -348,6 +348,19 @@ fn check_detects_a_stale_lock() {
     fx.archive.write_suite("base", &base, &[&keys().0]);
     assert_fails(&fx.lock(&["--check"]), &["stale", "libbar 3.0-1 → 3.1-1"]);
 
+    // Re-locking writes it and says what changed, package by package.
+    let before = fx.lock_text();
+    let relock = fx.lock(&[]);
+    assert_ok(&relock);
+    let said = stderr(&relock);
+    assert!(said.contains("1 change(s)"), "{said}");
+    assert!(said.contains("~ libbar 3.0-1 → 3.1-1"), "{said}");
+    assert!(said.contains("then commit it"), "{said}");
+    assert_ne!(fx.lock_text(), before);
+    fx.archive
+        .write_suite("base", &base_packages(), &[&keys().0]);
+    assert_ok(&fx.lock(&[]));
+
     // The recipe changes: also stale, and --check writes nothing.
     let before = fx.lock_text();
     fx.write_recipe(
@@ -630,14 +643,20 @@ include = ["lib{{{{ which }}}}"]
         "the `when` source is off"
     );
 
+    let default_lock = fx.lock_text();
     assert_ok(&fx.lock(&["--param", "which=foo"]));
-    let lock = parse_lock(&fx.lock_text());
+    // A variant gets a lock of its own; the default lock is left as it was.
+    assert_eq!(fx.lock_text(), default_lock);
+    let variant_path = fx.dir.path().join("recipes/app.which-foo.lock");
+    let lock = parse_lock(&std::fs::read_to_string(&variant_path).unwrap());
     assert_eq!(
         package(&lock, "libfoo").unwrap()["version"].as_str(),
         Some("2.0-1")
     );
     assert_eq!(lock["source"].as_array().unwrap().len(), 2);
     assert_eq!(lock["params"]["which"].as_str(), Some("foo"));
+    // Giving the default value explicitly is the default lock.
+    assert_ok(&fx.lock(&["--param", "which=bar", "--check"]));
 
     assert_fails(
         &fx.lock(&["--param", "flavor=x"]),

@@ -69,6 +69,11 @@ pub fn run(options: &LockOptions) -> anyhow::Result<()> {
 
     keep_inrelease_files(&lock, &cache, &lock_path)?;
     let unchanged = std::fs::read_to_string(&lock_path).is_ok_and(|current| current == text);
+    // What a re-lock changes, package by package, before it is written.
+    let changes = match Lock::read(&lock_path) {
+        Ok(previous) if !unchanged => previous.diff(&lock),
+        _ => Vec::new(),
+    };
     if !unchanged {
         crate::util::fsutil::write_atomic(&lock_path, text.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", lock_path.display()))?;
@@ -79,6 +84,19 @@ pub fn run(options: &LockOptions) -> anyhow::Result<()> {
         lock_path.display(),
         started.elapsed().as_secs_f64()
     );
+    if !changes.is_empty() {
+        eprintln!(
+            "{} change(s) (- removed, + added, ~ changed):\n  {}",
+            changes.len(),
+            changes.join("\n  ")
+        );
+    }
+    if !unchanged {
+        eprintln!(
+            "review with `git diff {}`, then commit it with recipes/inrelease/ (or `git checkout` it to keep the old lock)",
+            lock_path.display()
+        );
+    }
     Ok(())
 }
 

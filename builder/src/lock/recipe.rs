@@ -237,8 +237,40 @@ impl LoadedRecipe {
     }
 
     /// Where the lock of this recipe lives: `recipes/db.toml` → `recipes/db.lock`.
+    /// `recipes/<role>.lock`, or, when parameters differ from the recipe's
+    /// defaults, a lock of its own for that variant
+    /// (`recipes/db.pg_major-16.lock`), so `--param` never overwrites the
+    /// default lock.
     pub fn default_lock_path(&self) -> PathBuf {
-        self.path.with_extension("lock")
+        let variant: Vec<String> = self
+            .params
+            .iter()
+            .filter(|(name, value)| {
+                self.recipe
+                    .params
+                    .get(*name)
+                    .is_some_and(|param| &param.default != *value)
+            })
+            .map(|(name, value)| {
+                let value: String = value
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                format!("{name}-{value}")
+            })
+            .collect();
+        if variant.is_empty() {
+            self.path.with_extension("lock")
+        } else {
+            self.path
+                .with_extension(format!("{}.lock", variant.join(".")))
+        }
     }
 }
 
