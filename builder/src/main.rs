@@ -70,6 +70,57 @@ enum SecretsCommand {
 }
 
 #[derive(Subcommand)]
+enum DemoCommand {
+    /// Start the demo: load images/<role>.tar into Docker if needed, write
+    /// the demo's spec and secrets under --state-dir, create the network,
+    /// volumes and containers, wait (with progress) until a leader, two
+    /// streaming replicas and PgBouncer answer, then print the psql line.
+    Up {
+        #[command(flatten)]
+        demo: DemoArgs,
+        /// The folder `nodeimg build` wrote the images to.
+        #[arg(long, default_value = "images", value_name = "DIR")]
+        images: PathBuf,
+        /// The /24 network the nodes get (.11-.13 db, .21-.22 proxies);
+        /// change it if Docker says the subnet overlaps another network.
+        #[arg(long, default_value = "172.29.81.0", value_name = "ADDRESS")]
+        subnet: std::net::Ipv4Addr,
+        /// The port on 127.0.0.1 where proxy-1's PgBouncer is published.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+        /// Give up waiting for a healthy cluster after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Show the demo's containers, Patroni's members and whether PgBouncer
+    /// answers.
+    Status {
+        #[command(flatten)]
+        demo: DemoArgs,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every container, volume and network the demo created, and
+    /// its state folder.
+    Down {
+        #[command(flatten)]
+        demo: DemoArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Names the demo's network, containers and volumes (nodeimg-NAME-...).
+    #[arg(long, default_value = "demo")]
+    name: String,
+    /// Where the demo's cluster spec, secrets (0600) and pgpass file live
+    /// [default: out/demo-NAME].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Write the #cloud-config user-data of each role (out/cloud-init/<role>.yaml).
     ///
@@ -246,6 +297,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+
+    /// A local cluster on Docker from the built images: 3 db and 2 proxy
+    /// nodes on a private bridge network, for trying nodeimg on one machine.
+    ///
+    /// Examples:
+    ///   nodeimg build --all && nodeimg demo up
+    ///   nodeimg demo status --json
+    ///   nodeimg demo down
+    #[command(subcommand, verbatim_doc_comment)]
+    Demo(DemoCommand),
 
     /// Create and split the cluster's secrets file (never committed, never
     /// in an image).
@@ -579,6 +640,34 @@ fn main() -> ExitCode {
             output,
             nocloud,
         }),
+        Command::Demo(command) => {
+            let which = |args: DemoArgs| nodeimg::ship::demo::Demo {
+                state_dir: args
+                    .state_dir
+                    .unwrap_or_else(|| PathBuf::from(format!("out/demo-{}", args.name))),
+                name: args.name,
+            };
+            commands::demo::run(&match command {
+                DemoCommand::Up {
+                    demo,
+                    images,
+                    subnet,
+                    port,
+                    timeout,
+                } => commands::demo::Action::Up(nodeimg::ship::demo::UpOptions {
+                    demo: which(demo),
+                    images,
+                    subnet,
+                    port,
+                    timeout: Duration::from_secs(timeout),
+                }),
+                DemoCommand::Status { demo, json } => commands::demo::Action::Status {
+                    demo: which(demo),
+                    json,
+                },
+                DemoCommand::Down { demo } => commands::demo::Action::Down(which(demo)),
+            })
+        }
         Command::Secrets(SecretsCommand::Init {
             cluster,
             output,

@@ -4,6 +4,7 @@ pub mod boot;
 pub mod build;
 pub mod bundle;
 pub mod cloud_init;
+pub mod demo;
 pub mod fetch;
 pub mod inspect;
 pub mod lock;

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod bundle_assembly;
 pub mod cloud_init;
+pub mod demo;
 pub mod hetzner_plan;
 pub mod host_install;
 pub mod registry;
