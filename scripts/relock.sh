@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# From a fresh checkout: build nodeimg and (re)lock every role recipe
-# against the live, signed Debian archive. Prints what changed.
+# Re-lock every role recipe against the live, signed Debian archive: a step
+# of its own, taken when you want newer packages (security updates), not
+# part of setting up. `nodeimg lock` prints each change (old → new); the
+# decision to commit the new locks is yours:
+#   git diff recipes/            review
+#   git add recipes/ && git commit -m "re-lock"     keep them
+#   git checkout recipes/ && git clean -f recipes/inrelease/   drop them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
