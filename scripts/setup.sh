@@ -6,6 +6,7 @@
 # prints the psql line that connects through PgBouncer.
 #
 #   NODEIMG_SKIP_DEMO=1   stop after the images
+#   CARGO_TARGET_DIR      where cargo builds (default target/)
 #   NODEIMG_DEMO_ARGS     more arguments for `nodeimg demo up` (e.g. --port 16432)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,10 +17,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 echo "==> building nodeimg" >&2
 cargo build --release --locked
-nodeimg=./target/release/nodeimg
+nodeimg="${CARGO_TARGET_DIR:-target}/release/nodeimg"
 
 echo "==> building the images from the committed locks (recipes/*.lock)" >&2
-$nodeimg build --all
+"$nodeimg" build --all
 
 if [ -n "${NODEIMG_SKIP_DEMO:-}" ]; then
     echo "images built in images/; NODEIMG_SKIP_DEMO is set, so no demo cluster" >&2
@@ -31,4 +32,4 @@ if ! command -v docker >/dev/null 2>&1 || ! docker version >/dev/null 2>&1; then
 fi
 echo "==> starting the demo cluster" >&2
 # shellcheck disable=SC2086
-$nodeimg demo up ${NODEIMG_DEMO_ARGS:-}
+"$nodeimg" demo up ${NODEIMG_DEMO_ARGS:-}
