@@ -49,8 +49,10 @@ enum SecretsCommand {
         /// The cluster spec whose users get passwords.
         #[arg(long, default_value = "cluster.toml")]
         cluster: PathBuf,
+        /// The secrets file to write (mode 0600; keep it out of git).
         #[arg(short, long, default_value = "cluster.secrets.toml")]
         output: PathBuf,
+        /// Replace an existing file (its passwords are then lost).
         #[arg(long)]
         force: bool,
     },
@@ -60,10 +62,13 @@ enum SecretsCommand {
     ForRole {
         /// db or haproxy.
         role: String,
+        /// The full secrets file `secrets init` wrote.
         #[arg(long, default_value = "cluster.secrets.toml")]
         secrets: PathBuf,
+        /// The role's secrets file to write (mode 0600), e.g. db.secrets.toml.
         #[arg(short, long)]
         output: PathBuf,
+        /// Replace an existing file.
         #[arg(long)]
         force: bool,
     },
@@ -150,6 +155,7 @@ enum Command {
         /// The user-data template.
         #[arg(long, default_value = "cloud-init/node.yaml.j2")]
         template: PathBuf,
+        /// The folder for <role>.yaml (mode 0600: they hold the role's secrets).
         #[arg(short, long, default_value = "out/cloud-init")]
         output: PathBuf,
         /// Also write NoCloud seed folders (meta-data, user-data) per node here.
@@ -177,6 +183,7 @@ enum Command {
     Bundle {
         /// The cluster spec.
         cluster: PathBuf,
+        /// The bundle archive to write (through a temporary name, then renamed).
         #[arg(short, long, default_value = "cluster-bundle.tar")]
         output: PathBuf,
         /// The full secrets file: checked in every case, bundled only with
@@ -290,10 +297,13 @@ enum Command {
     ///   nodeimg plan cluster.toml --json
     #[command(verbatim_doc_comment)]
     Plan {
+        /// The cluster spec.
         cluster: PathBuf,
         /// Where `nodeimg cloud-init` wrote the user-data.
         #[arg(long, default_value = "out/cloud-init")]
         user_data: PathBuf,
+        /// Print the Hetzner Cloud API calls (method, path, body) as JSON
+        /// instead of hcloud commands.
         #[arg(long)]
         json: bool,
     },
@@ -328,11 +338,24 @@ enum Command {
     /// present) and NODEIMG_*_PASSWORD / NODEIMG_USER_<NAME>_SCRAM variables;
     /// services never see them in their environment.
     ///
-    /// Examples:
+    /// --metadata auto (the default) tries, in order, and stops at the first
+    /// source that is there:
+    ///   1. NODEIMG_PRIVATE_IP / NODEIMG_NODE_NAME: when either is set,
+    ///      nothing else is asked (169.254.169.254 is never contacted);
+    ///   2. a NoCloud meta-data file: /etc/nodeimg/meta-data, then
+    ///      /var/lib/cloud/seed/nocloud/meta-data;
+    ///   3. the Hetzner metadata service, http://169.254.169.254/hetzner/v1/metadata
+    ///      (5 tries, no proxy).
+    /// A source that is there but wrong (a bad IP, a malformed file) is an
+    /// error, not a reason to try the next one.
+    ///
+    /// Examples (the second runs as written from the repository):
     ///   docker run --network host -v ./cluster.toml:/etc/nodeimg/cluster.toml:ro \
-    ///     -v ./db.secrets.toml:/run/secrets/nodeimg.toml:ro nodeimg/db@sha256:...
-    ///   nodeimg boot --role db --cluster examples/cluster.toml \
-    ///     --metadata env --render-only /tmp/rendered   # NODEIMG_PRIVATE_IP=10.0.0.120
+    ///     -v ./db.secrets.toml:/run/secrets/nodeimg.toml:ro nodeimg/db:<tag>
+    ///   nodeimg secrets init --cluster examples/cluster.toml -o /tmp/example.secrets.toml
+    ///   NODEIMG_PRIVATE_IP=10.0.0.120 nodeimg boot --role db --cluster examples/cluster.toml \
+    ///     --secrets /tmp/example.secrets.toml --metadata env \
+    ///     --templates overlays/db/usr/share/nodeimg/templates --render-only /tmp/rendered
     #[command(verbatim_doc_comment)]
     Boot {
         /// The cluster spec.
@@ -343,7 +366,8 @@ enum Command {
         )]
         cluster: PathBuf,
 
-        /// The secrets file (TOML).
+        /// The secrets file (TOML) [default: /run/secrets/nodeimg.toml when
+        /// present].
         #[arg(long, env = "NODEIMG_SECRETS", value_name = "FILE")]
         secrets: Option<PathBuf>,
 
@@ -356,7 +380,8 @@ enum Command {
         #[arg(long)]
         role: Option<String>,
 
-        /// The configuration templates.
+        /// The configuration templates (in the image; in the repository they
+        /// are overlays/<role>/usr/share/nodeimg/templates).
         #[arg(
             long,
             env = "NODEIMG_TEMPLATES",
@@ -380,6 +405,7 @@ enum Command {
     ///   nodeimg lock recipes/db.toml
     ///   nodeimg lock recipes/db.toml --check     # CI: fail if the lock is stale
     ///   nodeimg lock recipes/db.toml --offline   # use cached indexes only
+    ///   nodeimg lock recipes/db.toml --param pg_major=16   # writes recipes/db.pg_major-16.lock
     #[command(verbatim_doc_comment)]
     Lock {
         /// The recipe to resolve, e.g. recipes/db.toml.
@@ -761,5 +787,32 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand says what it is for.
+    #[test]
+    fn every_option_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "nodeimg", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
     }
 }
