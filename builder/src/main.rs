@@ -346,6 +346,7 @@ enum Command {
     ///      /var/lib/cloud/seed/nocloud/meta-data;
     ///   3. the Hetzner metadata service, http://169.254.169.254/hetzner/v1/metadata
     ///      (5 tries, no proxy).
+    ///
     /// A source that is there but wrong (a bad IP, a malformed file) is an
     /// error, not a reason to try the next one.
     ///
