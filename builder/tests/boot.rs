@@ -27,7 +27,13 @@ fn secrets(dir: &Path) -> PathBuf {
         ),
     )
     .unwrap();
+    private(&path);
     path
+}
+
+/// Mode 0600: secrets files are read only when private.
+fn private(path: &Path) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// `nodeimg boot --render-only` for the node at `ip`.
@@ -209,6 +215,7 @@ fn identity_and_secret_mistakes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
+    private(&empty);
     let output = render(
         "db",
         &example(),
@@ -227,6 +234,7 @@ fn identity_and_secret_mistakes_are_refused() {
         "[users.keybuzz_app]\nscram = \"q2Tn2oZ8pQF0cW1v2kM0nXyXq3s9b3VQ0Yb7t0YJ0Ck=\"\n",
     )
     .unwrap();
+    private(&wrong);
     let output = render(
         "haproxy",
         &example(),

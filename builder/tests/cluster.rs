@@ -205,6 +205,9 @@ fn write_inputs(network: &Network) -> (String, String) {
     let write = |name: &str, secrets: &Secrets| {
         let path = dir.join(name);
         std::fs::write(&path, secrets.to_toml()).unwrap();
+        // The agent reads secrets files only when private.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         path.display().to_string()
     };
     (

@@ -110,10 +110,12 @@ impl Secrets {
 
     /// Reads a secrets file.
     pub fn read(path: &Path) -> Result<Secrets, SecretsError> {
-        let text = std::fs::read_to_string(path).map_err(|err| SecretsError::Read {
-            path: path.to_path_buf(),
-            err,
-        })?;
+        // Refused unless private (0600): it holds passwords and keys.
+        let text =
+            crate::util::private_file::read_to_string(path).map_err(|err| SecretsError::Read {
+                path: path.to_path_buf(),
+                err,
+            })?;
         toml::from_str(&text).map_err(|err| SecretsError::Parse {
             path: path.to_path_buf(),
             err: err.to_string(),

@@ -2,4 +2,5 @@
 
 pub mod fsutil;
 pub mod json;
+pub mod private_file;
 pub mod progress;
