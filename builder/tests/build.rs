@@ -544,3 +544,59 @@ fn verify_accepts_the_build_and_names_a_damaged_blob() {
         "{stderr}"
     );
 }
+
+/// The committed haproxy lock with haproxy's version edited and its
+/// content_sha256 recomputed, as someone with write access to a checkout
+/// could: (the path of the lock, the real version, the forged one).
+fn forge_haproxy_lock(work: &Path) -> (PathBuf, String, String) {
+    let path = work.join("recipes/haproxy.lock");
+    let mut lock = nodeimg::lock::Lock::read(&path).unwrap();
+    let haproxy = lock
+        .packages
+        .iter_mut()
+        .find(|p| p.name == "haproxy")
+        .unwrap();
+    let real = haproxy.version.clone();
+    haproxy.version = format!("{real}9");
+    let forged = haproxy.version.clone();
+    lock.seal();
+    std::fs::write(&path, lock.to_toml()).unwrap();
+    // It reads as a well-formed, self-consistent lock.
+    nodeimg::lock::Lock::read(&path).unwrap();
+    (path, real, forged)
+}
+
+#[test]
+fn a_lock_with_a_forged_version_and_a_recomputed_checksum_is_refused_by_build() {
+    let work = tempfile::tempdir().unwrap();
+    copy_recipes(work.path());
+    let args = ["build", "recipes/haproxy.toml", "--output", "images"];
+    // First with the layers cached from an honest build (a cached layer is
+    // found by the packages' SHA-256s), then with an empty layer cache (the
+    // .debs are read again).
+    let honest = nodeimg_in(work.path(), &args);
+    assert!(honest.status.success(), "{honest:?}");
+    std::fs::remove_dir_all(work.path().join("images")).unwrap();
+    let (_, real, forged) = forge_haproxy_lock(work.path());
+    for cache in ["warm", "cold"] {
+        if cache == "cold" {
+            std::fs::remove_dir_all(work.path().join("cache/layers")).unwrap();
+        }
+        let output = nodeimg_in(work.path(), &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{cache}: built from a forged lock"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "package haproxy: its .deb says Version \"{real}\", the lock says \"{forged}\""
+            )),
+            "{cache}: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(work.path().join("images"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{cache}: nothing written: {left:?}");
+    }
+}

@@ -268,6 +268,7 @@ fn write_image(
         .collect::<anyhow::Result<Vec<LayerRecord>>>()?;
     let all: Vec<&LayerRecord> = records.iter().collect();
     layer_cache::check_conflicts(&all).with_context(|| format!("{role}: cannot build"))?;
+    check_identities(&image.lock, &records).with_context(|| format!("{role}: cannot build"))?;
 
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{role}-"))
@@ -348,6 +349,22 @@ fn write_image(
         uncompressed_bytes: assembled.layers.iter().map(|l| l.uncompressed_size).sum(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Every package's control file, as the layer records it (a cached layer
+/// is found by the packages' SHA-256s alone), against its lock entry: a
+/// lock whose versions were edited and checksums recomputed would reuse a
+/// cached layer and stamp its own words into the SBOM.
+fn check_identities(
+    lock: &Lock,
+    records: &[LayerRecord],
+) -> Result<(), crate::lock::package_identity::IdentityError> {
+    for (name, control) in records.iter().flat_map(|r| r.controls.iter()) {
+        if let Some(package) = lock.packages.iter().find(|p| &p.name == name) {
+            crate::lock::package_identity::check(package, control)?;
+        }
+    }
+    Ok(())
 }
 
 /// The layer of files nodeimg writes itself: accounts, /tmp, the dpkg

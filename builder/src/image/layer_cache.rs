@@ -68,6 +68,8 @@ pub enum LayerError {
     Package(#[from] PackageError),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Identity(#[from] crate::lock::package_identity::IdentityError),
     #[error("package {package}: cannot read its control file: {err}")]
     Control {
         package: String,
@@ -158,6 +160,9 @@ impl LayerCache {
                     package: package.name.clone(),
                     err,
                 })?;
+            // Before anything of it is laid out: the .deb is the package
+            // the lock names, or the build stops here.
+            crate::lock::package_identity::check(package, &control)?;
             controls.push((package.name.clone(), control));
         }
         let (files, bytes) = rootfs.prune(&settings.prune, &settings.keep);

@@ -8,6 +8,7 @@
 pub mod index;
 pub mod index_store;
 pub mod package_cache;
+pub mod package_identity;
 pub mod recipe;
 pub mod resolve;
 pub mod signed_sources;
@@ -189,8 +190,16 @@ impl Lock {
             packages,
             excluded,
         };
-        lock.content_sha256 = lock.compute_content_sha256();
+        lock.seal();
         lock
+    }
+
+    /// Sets `content_sha256` from the content, as `lock` does before it
+    /// writes a lock. (A forger can do the same, which is why builds also
+    /// check each `.deb` against its entry and `verify` each entry against
+    /// the signed indexes.)
+    pub fn seal(&mut self) {
+        self.content_sha256 = self.compute_content_sha256();
     }
 
     fn compute_content_sha256(&self) -> String {
