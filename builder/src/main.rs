@@ -27,6 +27,19 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 4, value_name = "N")]
     attempts: u32,
 
+    /// The snapshot archive a locked .deb (or a signed index) is fetched
+    /// from when the mirror no longer serves it, laid out as
+    /// snapshot.debian.org: URL/archive/<archive>/<lock's snapshot>/<path>.
+    /// An internal mirror with that layout, or file:///folder, works too.
+    #[arg(
+        long,
+        global = true,
+        env = "NODEIMG_SNAPSHOT_URL",
+        default_value = nodeimg::debian::snapshot::DEFAULT_BASE,
+        value_name = "URL"
+    )]
+    snapshot_url: String,
+
     /// More detail on stderr (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -39,12 +52,23 @@ struct Cli {
     command: Command,
 }
 
+/// A listing piped into `head` ends quietly, as other Unix tools do,
+/// instead of panicking on the closed pipe.
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: the default disposition, set before any thread starts.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 #[derive(Subcommand)]
 enum SecretsCommand {
     /// Write a new secrets file: random passwords for Patroni's superuser,
-    /// replication and rewind users, and for each [[user]] of the cluster
-    /// spec a password and its SCRAM-SHA-256 verifier. Mode 0600; an
-    /// existing file is kept unless --force.
+    /// replication, rewind and REST API users; for each [[user]] of the
+    /// cluster spec a password and its SCRAM-SHA-256 verifier; the
+    /// cluster's CA (ECDSA P-256) and a key and certificate for every node
+    /// (SANs: its name, its private IP, loopback; the load balancer's
+    /// address on proxies). Mode 0600; an existing file is kept unless
+    /// --force.
     Init {
         /// The cluster spec whose users get passwords.
         #[arg(long, default_value = "cluster.toml")]
@@ -55,23 +79,88 @@ enum SecretsCommand {
         /// Replace an existing file (its passwords are then lost).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        lifetimes: Lifetimes,
     },
-    /// Write the part of a secrets file one role's nodes need: db nodes get
-    /// Patroni's passwords and the verifiers, proxy nodes the verifiers
-    /// only (no plaintext password ever reaches them).
-    ForRole {
-        /// db or haproxy.
-        role: String,
+    /// Write what one node receives: its role's passwords or verifiers,
+    /// its own TLS key and certificate and the CA certificate; never the
+    /// CA key, never another node's key. Proxy nodes get no plaintext
+    /// password.
+    ///
+    /// Examples:
+    ///   nodeimg secrets for-node db-postgres-01 -o db-postgres-01.secrets.toml
+    ///   nodeimg secrets for-node --all -o out/secrets     # <node>.secrets.toml each
+    #[command(verbatim_doc_comment)]
+    ForNode {
+        /// The node (a [[db]] or [[haproxy]] name); or --all.
+        #[arg(required_unless_present = "all")]
+        node: Option<String>,
+        /// Every node of the spec, one file each in the --output folder.
+        #[arg(long, conflicts_with = "node")]
+        all: bool,
+        /// The cluster spec.
+        #[arg(long, default_value = "cluster.toml")]
+        cluster: PathBuf,
         /// The full secrets file `secrets init` wrote.
         #[arg(long, default_value = "cluster.secrets.toml")]
         secrets: PathBuf,
-        /// The role's secrets file to write (mode 0600), e.g. db.secrets.toml.
+        /// The file to write (mode 0600), or the folder with --all.
         #[arg(short, long)]
         output: PathBuf,
-        /// Replace an existing file.
+        /// Replace existing files.
         #[arg(long)]
         force: bool,
     },
+    /// Issue new node certificates (with --ca, a new CA too) into the
+    /// secrets file, adding whatever it lacks (a file made before TLS gets
+    /// its CA here). Passwords are kept.
+    ///
+    /// A CA rotation has an overlap: after `rotate --ca` nodes trust the old
+    /// and the new CA; once every node has its new files, `rotate
+    /// --finish-ca` drops the old one (deliver the files again).
+    ///
+    /// Examples:
+    ///   nodeimg secrets rotate                 # new node certificates
+    ///   nodeimg secrets rotate --ca            # new CA, both trusted
+    ///   nodeimg secrets rotate --finish-ca     # only the new CA trusted
+    #[command(verbatim_doc_comment)]
+    Rotate {
+        /// The cluster spec (which nodes get certificates).
+        #[arg(long, default_value = "cluster.toml")]
+        cluster: PathBuf,
+        /// The full secrets file, rewritten in place (mode 0600).
+        #[arg(long, default_value = "cluster.secrets.toml")]
+        secrets: PathBuf,
+        /// Also replace the CA; the previous CA stays trusted.
+        #[arg(long, conflicts_with = "finish_ca")]
+        ca: bool,
+        /// Stop trusting the previous CA (after a rotation with --ca).
+        #[arg(long)]
+        finish_ca: bool,
+        #[command(flatten)]
+        lifetimes: Lifetimes,
+    },
+    /// List every certificate (CA, previous CAs, each node's) with its
+    /// serial and expiry; warns about those with less than a third of their
+    /// lifetime left.
+    Show {
+        /// A secrets file: the full one, or a node's.
+        #[arg(long, default_value = "cluster.secrets.toml")]
+        secrets: PathBuf,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Lifetimes {
+    /// Lifetime of a new CA certificate, in days.
+    #[arg(long, default_value_t = nodeimg::cluster::pki::CA_DAYS, value_name = "DAYS")]
+    ca_days: u32,
+    /// Lifetime of new node certificates, in days.
+    #[arg(long, default_value_t = nodeimg::cluster::pki::NODE_DAYS, value_name = "DAYS")]
+    node_days: u32,
 }
 
 #[derive(Subcommand)]
@@ -600,7 +689,7 @@ fn main() -> ExitCode {
         .and_then(|ms| ms.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(1));
-    let fetcher = Fetcher::new(cli.attempts, backoff);
+    let fetcher = Fetcher::new(cli.attempts, backoff).with_snapshot_base(&cli.snapshot_url);
     let result = match cli.command {
         Command::Bundle {
             cluster,
@@ -699,13 +788,40 @@ fn main() -> ExitCode {
             cluster,
             output,
             force,
-        }) => commands::secrets::init(&cluster, &output, force),
-        Command::Secrets(SecretsCommand::ForRole {
-            role,
+            lifetimes,
+        }) => commands::secrets::init(
+            &cluster,
+            &output,
+            force,
+            lifetimes.ca_days,
+            lifetimes.node_days,
+        ),
+        Command::Secrets(SecretsCommand::ForNode {
+            node,
+            all: _,
+            cluster,
             secrets,
             output,
             force,
-        }) => commands::secrets::for_role(&secrets, &role, &output, force),
+        }) => commands::secrets::for_node(&cluster, &secrets, node.as_deref(), &output, force),
+        Command::Secrets(SecretsCommand::Rotate {
+            cluster,
+            secrets,
+            ca,
+            finish_ca,
+            lifetimes,
+        }) => commands::secrets::rotate(&commands::secrets::RotateOptions {
+            cluster: &cluster,
+            secrets: &secrets,
+            ca,
+            finish_ca,
+            ca_days: lifetimes.ca_days,
+            node_days: lifetimes.node_days,
+        }),
+        Command::Secrets(SecretsCommand::Show { secrets, json }) => {
+            restore_sigpipe();
+            commands::secrets::show(&secrets, json)
+        }
         Command::Boot {
             cluster,
             secrets,

@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nodeimg::cluster::ClusterSpec;
 use nodeimg::cluster::scram::Verifier;
+use nodeimg::cluster::secrets::Secrets;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,22 +19,23 @@ fn repo() -> PathBuf {
 
 const LB: &str = "10.0.0.10";
 
+/// A complete secrets file for the example spec (CA and node certificates
+/// included), the application user's verifier from a known password.
 fn secrets(dir: &Path) -> PathBuf {
+    let spec = ClusterSpec::load(&example()).unwrap();
+    let mut secrets = Secrets::generate(&spec).unwrap();
+    let user = secrets.users.get_mut("keybuzz_app").unwrap();
+    user.scram = Some(Verifier::generate("app-secret-123").unwrap().to_string());
+    user.password = None;
     let path = dir.join("secrets.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "superuser_password = \"superuser-secret-1\"\nreplication_password = \"replication-secret-1\"\nrewind_password = \"rewind-secret-12\"\n[users.keybuzz_app]\nscram = \"{}\"\n",
-            Verifier::generate("app-secret-123").unwrap()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, secrets.to_toml()).unwrap();
     private(&path);
     path
 }
 
 /// Mode 0600: secrets files are read only when private.
 fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
@@ -70,15 +73,41 @@ fn a_db_node_renders_patroni_and_etcd_from_its_identity() {
     for ip in ["10.0.0.120", "10.0.0.121", "10.0.0.122"] {
         assert!(
             patroni.contains(&format!(
-                "host replication replicator {ip}/32 scram-sha-256"
+                "- hostssl replication replicator {ip}/32 scram-sha-256"
             )),
             "replication rule for {ip}"
         );
     }
-    assert!(patroni.contains("host all all 10.0.0.0/16 scram-sha-256"));
-    assert!(
-        !patroni.contains("0.0.0.0/0") && !patroni.contains(" md5") && !patroni.contains("trust")
+    assert!(patroni.contains("- hostssl all all 10.0.0.0/16 scram-sha-256"));
+    // Nothing from the network without TLS, and the refusal comes first.
+    let reject = patroni
+        .find("- hostnossl all all 0.0.0.0/0 reject")
+        .unwrap();
+    assert!(patroni.contains("- hostnossl replication all 0.0.0.0/0 reject"));
+    assert!(reject < patroni.find("- hostssl").unwrap());
+    for line in patroni
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- host "))
+    {
+        assert!(
+            line.contains("127.0.0.1/32"),
+            "plain host rule off loopback: {line}"
+        );
+    }
+    assert!(!patroni.contains(" md5") && !patroni.contains("trust"));
+    assert!(patroni.contains("ssl: \"on\""));
+    assert!(patroni.contains("ssl_min_protocol_version: \"TLSv1.2\""));
+    assert_eq!(
+        patroni.matches("sslmode: verify-full").count(),
+        2,
+        "replication and rewind"
     );
+    // The REST API: HTTPS, client certificates checked on unsafe calls,
+    // and a password.
+    assert!(patroni.contains("certfile: \"/run/nodeimg/tls/node.crt\""));
+    assert!(patroni.contains("verify_client: optional"));
+    assert!(patroni.contains("authentication:\n    username: patroni\n    password: \""));
+    assert!(patroni.contains("etcd3:\n  protocol: https"));
     assert!(patroni.contains("data-checksums"));
     assert!(patroni.contains("jit: \"off\""));
     assert!(
@@ -87,7 +116,41 @@ fn a_db_node_renders_patroni_and_etcd_from_its_identity() {
     );
     let etcd = std::fs::read_to_string(out.join("etcd.yml")).unwrap();
     assert!(etcd.contains("name: \"db-postgres-02\""));
-    assert!(etcd.contains("db-postgres-01=http://10.0.0.120:2380,db-postgres-02=http://10.0.0.121:2380,db-postgres-03=http://10.0.0.122:2380"));
+    assert!(etcd.contains("db-postgres-01=https://10.0.0.120:2380,db-postgres-02=https://10.0.0.121:2380,db-postgres-03=https://10.0.0.122:2380"));
+    assert!(
+        etcd.contains("listen-client-urls: \"https://10.0.0.121:2379,https://127.0.0.1:2379\"")
+    );
+    assert!(!etcd.contains("http://"));
+    assert_eq!(
+        etcd.matches("client-cert-auth: true").count(),
+        2,
+        "clients and peers"
+    );
+    // The node's own key and certificate, the CA certificate, nothing more.
+    let key_mode = std::fs::metadata(out.join("tls/node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let ca = std::fs::read_to_string(out.join("tls/ca.crt")).unwrap();
+    assert_eq!(ca.matches("BEGIN CERTIFICATE").count(), 1);
+    let cert = std::fs::read_to_string(out.join("tls/node.crt")).unwrap();
+    let full = std::fs::read_to_string(dir.path().join("secrets.toml")).unwrap();
+    let full: toml::Value = toml::from_str(&full).unwrap();
+    assert_eq!(
+        cert,
+        full["tls"]["nodes"]["db-postgres-02"]["cert"]
+            .as_str()
+            .unwrap()
+    );
+    let ca_key = full["tls"]["ca_key"].as_str().unwrap();
+    for entry in std::fs::read_dir(out.join("tls")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(
+            !text.contains(ca_key.lines().nth(1).unwrap()),
+            "the CA key reached a node"
+        );
+    }
     let mode = std::fs::metadata(out.join("patroni.yml"))
         .unwrap()
         .permissions()
@@ -103,7 +166,31 @@ fn a_proxy_node_routes_to_patroni_and_never_back_to_the_load_balancer() {
     let output = render("haproxy", &example(), "10.0.0.12", &out, &secrets);
     assert!(output.status.success(), "{output:?}");
     let haproxy = std::fs::read_to_string(out.join("haproxy.cfg")).unwrap();
-    assert!(haproxy.contains("bind *:5000") && haproxy.contains("bind *:5001"));
+    // Only the private IP and loopback, never every address.
+    assert!(!haproxy.contains("bind *"));
+    for port in [5000, 5001] {
+        assert!(haproxy.contains(&format!("bind 10.0.0.12:{port}")));
+        assert!(haproxy.contains(&format!("bind 127.0.0.1:{port}")));
+    }
+    // The stats page: loopback only.
+    let stats = haproxy
+        .split("listen stats")
+        .nth(1)
+        .unwrap()
+        .split("listen ")
+        .next()
+        .unwrap();
+    assert!(
+        stats.contains("bind 127.0.0.1:7000") && !stats.contains("10.0.0.12"),
+        "{stats}"
+    );
+    // Health checks over HTTPS, verified against the CA and the name.
+    assert_eq!(
+        haproxy
+            .matches("check-ssl verify required ca-file /run/nodeimg/tls/ca.crt")
+            .count(),
+        2
+    );
     // OPTIONS: Patroni sends the status line only, so HAProxy's reset
     // after a check never interrupts a body (Patroni logs those).
     assert!(
@@ -112,7 +199,9 @@ fn a_proxy_node_routes_to_patroni_and_never_back_to_the_load_balancer() {
     );
     assert!(!haproxy.contains("/master"), "deprecated endpoint");
     assert!(haproxy.contains("on-marked-down shutdown-sessions"));
-    assert!(haproxy.contains("server db-postgres-01 10.0.0.120:5432 check port 8008"));
+    assert!(haproxy.contains(
+        "server db-postgres-01 10.0.0.120:5432 check port 8008 verifyhost db-postgres-01"
+    ));
     assert!(haproxy.contains("stats enable"));
     let pgbouncer = std::fs::read_to_string(out.join("pgbouncer.ini")).unwrap();
     assert!(pgbouncer.contains("keybuzz = host=127.0.0.1 port=5000 dbname=keybuzz"));
@@ -122,6 +211,9 @@ fn a_proxy_node_routes_to_patroni_and_never_back_to_the_load_balancer() {
         "PgBouncer must not loop through the load balancer"
     );
     assert!(pgbouncer.contains("auth_type = scram-sha-256"));
+    assert!(pgbouncer.contains("listen_addr = 10.0.0.12,127.0.0.1"));
+    assert!(pgbouncer.contains("client_tls_sslmode = require"));
+    assert!(pgbouncer.contains("server_tls_sslmode = verify-full"));
     let userlist = std::fs::read_to_string(out.join("userlist.txt")).unwrap();
     let given = std::fs::read_to_string(&secrets).unwrap();
     let verifier = userlist.split('"').nth(3).unwrap();

@@ -175,26 +175,15 @@ target = "replicas"
     )
 }
 
-fn random_password() -> String {
-    use rand::Rng;
-    rand::thread_rng()
-        .sample_iter(&rand::distributions::Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect()
-}
-
-/// Writes cluster.toml and per-role secrets files into the network's
-/// folder; returns (db secrets path, proxy secrets path).
-fn write_inputs(network: &Network) -> (String, String) {
+/// Writes cluster.toml, the full secrets (CA and node certificates
+/// included) and each node's own secrets file (`<node>.secrets.toml`, as
+/// `nodeimg secrets for-node` writes them) into the network's folder.
+fn write_inputs(network: &Network) {
     let dir = network.dir.path();
-    std::fs::write(dir.join("cluster.toml"), spec(&network.prefix)).unwrap();
-    let mut secrets = Secrets {
-        superuser_password: Some(random_password()),
-        replication_password: Some(random_password()),
-        rewind_password: Some(random_password()),
-        ..Secrets::default()
-    };
+    let spec_path = dir.join("cluster.toml");
+    std::fs::write(&spec_path, spec(&network.prefix)).unwrap();
+    let spec = nodeimg::cluster::ClusterSpec::load(&spec_path).unwrap();
+    let mut secrets = Secrets::generate(&spec).unwrap();
     secrets.users.insert(
         "app".into(),
         UserSecret {
@@ -202,25 +191,46 @@ fn write_inputs(network: &Network) -> (String, String) {
             password: Some(APP_PASSWORD.into()),
         },
     );
-    let write = |name: &str, secrets: &Secrets| {
+    let write = |name: &str, text: String| {
         let path = dir.join(name);
-        std::fs::write(&path, secrets.to_toml()).unwrap();
+        std::fs::write(&path, text).unwrap();
         // The agent reads secrets files only when private.
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
-        path.display().to_string()
     };
-    (
-        write("db.secrets.toml", &secrets.for_role("db")),
-        write("proxy.secrets.toml", &secrets.for_role("haproxy")),
-    )
+    for (_, member) in spec.members() {
+        let mine = secrets.for_node(&spec, &member.name).unwrap();
+        write(&format!("{}.secrets.toml", member.name), mine.to_toml());
+    }
+    let ca = secrets.tls.as_ref().unwrap().trusted_bundle();
+    std::fs::write(dir.join("ca.crt"), &ca).unwrap();
+    *CA_PEM.lock().unwrap() = Some(ca.into_bytes());
+    *CA_FILE.lock().unwrap() = Some(dir.join("ca.crt").display().to_string());
+    write("cluster.secrets.toml", secrets.to_toml());
 }
 
-/// `psql -tAc` as the app user; Err carries psql's message.
+/// The secrets file of the node at `host` (db-N at .1N, proxy-N at .2N).
+fn node_secrets(network: &Network, host: u8) -> String {
+    let name = match host {
+        11..=19 => format!("db-{}", host - 10),
+        _ => format!("proxy-{}", host - 20),
+    };
+    network
+        .dir
+        .path()
+        .join(format!("{name}.secrets.toml"))
+        .display()
+        .to_string()
+}
+
+/// `psql -tAc` as the app user, over TLS with the server's certificate
+/// checked against the cluster CA and the address dialled
+/// (`sslmode=verify-full`); Err carries psql's message.
 fn psql(host: &str, port: u16, database: &str, sql: &str) -> Result<String, String> {
+    let ca = CA_FILE.lock().unwrap().clone().expect("write_inputs ran");
     let output = Command::new("psql")
         .arg(format!(
-            "host={host} port={port} dbname={database} user=app connect_timeout=2"
+            "host={host} port={port} dbname={database} user=app connect_timeout=2 sslmode=verify-full sslrootcert={ca}"
         ))
         .args(["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .env("PGPASSWORD", APP_PASSWORD)
@@ -233,14 +243,28 @@ fn psql(host: &str, port: u16, database: &str, sql: &str) -> Result<String, Stri
     }
 }
 
+/// The CA of the test's cluster: one cluster per process at a time.
+static CA_PEM: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+static CA_FILE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn ca_cert() -> ureq::tls::Certificate<'static> {
+    let pem = CA_PEM.lock().unwrap().clone().expect("write_inputs ran");
+    ureq::tls::Certificate::from_pem(&pem).unwrap()
+}
+
 /// Patroni's view of the cluster from one member's REST API.
 fn patroni_cluster(ip: &str) -> Option<serde_json::Value> {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca_cert()]))
+                .build(),
+        )
         .build()
         .new_agent();
     let mut response = agent
-        .get(&format!("http://{ip}:8008/cluster"))
+        .get(&format!("https://{ip}:8008/cluster"))
         .call()
         .ok()?;
     serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
@@ -378,7 +402,7 @@ fn container_of(network: &Network, member: &str) -> String {
 fn a_three_node_cluster_boots_serves_and_fails_over() {
     let images = loaded_images();
     let network = Network::create("nodeimg-e2e", "172.31.240");
-    let (db_secrets, proxy_secrets) = write_inputs(&network);
+    write_inputs(&network);
     // The Hetzner stand-in listens on the network's gateway (the host side
     // of the bridge) and answers db-1 about itself.
     let standin = HetznerStandIn::start(network.ip(1).parse().unwrap());
@@ -407,26 +431,26 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
     };
 
     let started = Instant::now();
-    let mut db1 = secrets_mount(&db_secrets);
+    let mut db1 = secrets_mount(&node_secrets(&network, 11));
     db1.extend([
         "-e".into(),
         format!("NODEIMG_METADATA=hetzner:{}", standin.url()),
     ]);
     network.start("db-1", &images.db, 11, &db1);
-    let mut db2 = secrets_mount(&db_secrets);
+    let mut db2 = secrets_mount(&node_secrets(&network, 12));
     db2.extend([
         "-v".into(),
         format!("{}:/etc/nodeimg/meta-data:ro", meta_data.display()),
     ]);
     network.start("db-2", &images.db, 12, &db2);
-    let mut db3 = secrets_mount(&db_secrets);
+    let mut db3 = secrets_mount(&node_secrets(&network, 13));
     db3.extend([
         "-e".into(),
         format!("NODEIMG_PRIVATE_IP={}", network.ip(13)),
     ]);
     network.start("db-3", &images.db, 13, &db3);
     for (name, host) in [("proxy-1", 21), ("proxy-2", 22)] {
-        let mut args = secrets_mount(&proxy_secrets);
+        let mut args = secrets_mount(&node_secrets(&network, host));
         args.extend([
             "-e".into(),
             format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
@@ -557,7 +581,7 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
         "-c",
         "select rolpassword from pg_authid where rolname = 'app'",
     ]));
-    let secrets_text = std::fs::read_to_string(&proxy_secrets).unwrap();
+    let secrets_text = std::fs::read_to_string(node_secrets(&network, 21)).unwrap();
     assert!(secrets_text.contains(String::from_utf8_lossy(&stored.stdout).trim()));
     assert!(
         !secrets_text.contains(APP_PASSWORD),
@@ -772,7 +796,7 @@ fn in_node(network: &Network, image: &str, host: u8, secrets: &str, script: &str
 fn rendered_configurations_pass_patroni_haproxy_and_pgbouncer_checks() {
     let images = loaded_images();
     let network = Network::create("nodeimg-render", "172.31.241");
-    let (db_secrets, proxy_secrets) = write_inputs(&network);
+    write_inputs(&network);
 
     // Patroni's check wants the DCS reachable and its own ports free: run
     // only etcd on the three db members, then validate on each.
@@ -788,7 +812,7 @@ fn rendered_configurations_pass_patroni_haproxy_and_pgbouncer_checks() {
                 network.dir.path().join("cluster.toml").display()
             ))
             .arg("-v")
-            .arg(format!("{db_secrets}:/run/secrets/nodeimg.toml:ro"))
+            .arg(format!("{}:/run/secrets/nodeimg.toml:ro", node_secrets(&network, host)))
             .args(["-e", &format!("NODEIMG_PRIVATE_IP={}", network.ip(host))])
             .args(["--entrypoint", "/bin/sh", &images.db, "-c"])
             .arg("/usr/bin/nodeimg boot --render-only /run/nodeimg && exec etcd --config-file /run/nodeimg/etcd.yml"));
@@ -822,7 +846,7 @@ fn rendered_configurations_pass_patroni_haproxy_and_pgbouncer_checks() {
         &network,
         &images.haproxy,
         21,
-        &proxy_secrets,
+        &node_secrets(&network, 21),
         "haproxy -c -f /run/nodeimg/haproxy.cfg",
     );
     let text = String::from_utf8_lossy(&haproxy.stdout).to_string()
@@ -842,7 +866,7 @@ fn rendered_configurations_pass_patroni_haproxy_and_pgbouncer_checks() {
             network.dir.path().join("cluster.toml").display()
         ))
         .arg("-v")
-        .arg(format!("{proxy_secrets}:/run/secrets/nodeimg.toml:ro"))
+        .arg(format!("{}:/run/secrets/nodeimg.toml:ro", node_secrets(&network, 22)))
         .args(["-e", &format!("NODEIMG_PRIVATE_IP={}", network.ip(22))])
         .args(["--entrypoint", "/bin/sh", &images.haproxy, "-c"])
         .arg("/usr/bin/nodeimg boot --render-only /run/nodeimg && exec pgbouncer -u postgres /run/nodeimg/pgbouncer.ini"));

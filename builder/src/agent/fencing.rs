@@ -19,14 +19,16 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use serde_json::{Value, json};
+use crate::agent::etcd::Etcd;
+use crate::agent::https::ClientTls;
 
 /// What the fencing thread needs to know about the cluster.
 #[derive(Debug, Clone)]
 pub struct FenceConfig {
-    /// The local etcd's client URL, e.g. `http://127.0.0.1:2379`.
+    /// The local etcd's client URL, e.g. `https://127.0.0.1:2379`.
     pub etcd: String,
+    /// The node's certificate, key and CA, to talk to etcd.
+    pub tls: ClientTls,
     /// `<namespace><scope>/`, as Patroni lays out its keys.
     pub prefix: String,
     pub me: String,
@@ -46,127 +48,11 @@ impl FenceConfig {
     }
 }
 
-/// A key as etcd's JSON gateway returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyValue {
-    pub value: String,
-    pub mod_revision: String,
-}
-
 /// True when `suspects` (the values of every suspicion key) show that a
 /// majority of the `members` db members suspect `leader_mark`.
 pub fn majority_suspects(suspects: &[String], leader_mark: &str, members: usize) -> bool {
     let agreeing = suspects.iter().filter(|s| *s == leader_mark).count();
     agreeing > members / 2
-}
-
-/// A minimal client of etcd's v3 JSON gateway (keys and values base64).
-struct Etcd {
-    agent: ureq::Agent,
-    base: String,
-}
-
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn unb64(value: &Value) -> String {
-    value
-        .as_str()
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-/// The key after every key starting with `prefix` (etcd's range end).
-fn prefix_end(prefix: &str) -> String {
-    let mut bytes = prefix.as_bytes().to_vec();
-    if let Some(last) = bytes.last_mut() {
-        *last += 1;
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-impl Etcd {
-    fn new(base: &str) -> Etcd {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(2)))
-            .proxy(None)
-            .build()
-            .new_agent();
-        Etcd {
-            agent,
-            base: base.trim_end_matches('/').to_string(),
-        }
-    }
-
-    fn call(&self, path: &str, body: Value) -> Result<Value, String> {
-        let url = format!("{}{path}", self.base);
-        let mut response = self
-            .agent
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes())
-            .map_err(|e| format!("{url}: {e}"))?;
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("{url}: {e}"))?;
-        serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
-    }
-
-    fn get(&self, key: &str) -> Result<Option<KeyValue>, String> {
-        let answer = self.call("/v3/kv/range", json!({"key": b64(key)}))?;
-        Ok(answer["kvs"].get(0).map(|kv| KeyValue {
-            value: unb64(&kv["value"]),
-            mod_revision: kv["mod_revision"].as_str().unwrap_or("").to_string(),
-        }))
-    }
-
-    fn values_under(&self, prefix: &str) -> Result<Vec<String>, String> {
-        let answer = self.call(
-            "/v3/kv/range",
-            json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix))}),
-        )?;
-        Ok(answer["kvs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|kv| unb64(&kv["value"]))
-            .collect())
-    }
-
-    /// Puts `key` on a lease of `ttl` seconds, so it vanishes with its writer.
-    fn put_leased(&self, key: &str, value: &str, ttl: u64) -> Result<(), String> {
-        let lease = self.call("/v3/lease/grant", json!({"TTL": ttl.to_string()}))?;
-        let id = lease["ID"].as_str().unwrap_or("0").to_string();
-        self.call(
-            "/v3/kv/put",
-            json!({"key": b64(key), "value": b64(value), "lease": id}),
-        )?;
-        Ok(())
-    }
-
-    fn delete(&self, key: &str) -> Result<(), String> {
-        self.call("/v3/kv/deleterange", json!({"key": b64(key)}))
-            .map(|_| ())
-    }
-
-    /// Deletes `key` and `also` only if `key`'s mod_revision is still
-    /// `revision`.
-    fn delete_if_unchanged(&self, key: &str, revision: &str, also: &str) -> Result<bool, String> {
-        let answer = self.call(
-            "/v3/kv/txn",
-            json!({
-                "compare": [{"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": revision}],
-                "success": [
-                    {"request_delete_range": {"key": b64(key)}},
-                    {"request_delete_range": {"key": b64(also)}},
-                ],
-            }),
-        )?;
-        Ok(answer["succeeded"].as_bool().unwrap_or(false))
-    }
 }
 
 /// Whether something accepts TCP connections at `ip:port` within `timeout`.
@@ -176,7 +62,13 @@ fn answers(ip: Ipv4Addr, port: u16, timeout: Duration) -> bool {
 
 /// Runs forever (a thread of the db node's agent).
 pub fn watch(config: FenceConfig) {
-    let etcd = Etcd::new(&config.etcd);
+    let etcd = match Etcd::new(&config.etcd, &config.tls) {
+        Ok(etcd) => etcd,
+        Err(err) => {
+            tracing::error!("fencing is off: {err}");
+            return;
+        }
+    };
     let leader_key = format!("{}leader", config.prefix);
     let suspects_prefix = format!("{}nodeimg-suspects/", config.prefix);
     let my_suspicion = format!("{suspects_prefix}{}", config.me);
@@ -272,10 +164,5 @@ mod tests {
         // A cut-off leader demotes after retry_timeout (plus one loop).
         assert_eq!(FenceConfig::grace_for(1, 5), Duration::from_secs(8));
         assert_eq!(FenceConfig::grace_for(10, 10), Duration::from_secs(22));
-    }
-
-    #[test]
-    fn prefix_ranges_end_after_the_prefix() {
-        assert_eq!(prefix_end("/nodeimg/c/s/"), "/nodeimg/c/s0");
     }
 }

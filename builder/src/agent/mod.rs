@@ -3,7 +3,9 @@
 //! leader runs, and fencing of a dead leader.
 
 pub mod bootstrap_sql;
+pub mod etcd;
 pub mod fencing;
+pub mod https;
 pub mod identity;
 pub mod node;
 pub mod render;

@@ -75,9 +75,8 @@ pub fn prepare(options: &NodeSources) -> anyhow::Result<Node> {
         );
     }
     let secrets = load_secrets(options.secrets.as_deref(), role)?;
-    let bin_dir = postgres_bin_dir();
-    let view = NodeView::build(&spec, role, &me, &secrets, &bin_dir)?;
-    let files = render::render(&view, &options.templates)?;
+    warn_if_expiring(&secrets, &me.name);
+    let (view, files) = render_all(&spec, role, &me, &secrets, &options.templates)?;
     if role == Role::Db
         && spec.cluster.dcs == Dcs::Raft
         && !options.render_only
@@ -94,6 +93,58 @@ pub fn prepare(options: &NodeSources) -> anyhow::Result<Node> {
         view,
         files,
     })
+}
+
+fn render_all(
+    spec: &ClusterSpec,
+    role: Role,
+    me: &Member,
+    secrets: &Secrets,
+    templates: &Path,
+) -> anyhow::Result<(NodeView, Vec<RenderedFile>)> {
+    let view = NodeView::build(spec, role, me, secrets, &postgres_bin_dir())?;
+    let mut files = render::render(&view, templates)?;
+    files.extend(render::tls_files(secrets, &me.name)?);
+    Ok((view, files))
+}
+
+/// The node's files again from a re-read secrets file (a rotation), with
+/// the identity and spec it booted with.
+pub fn rerender(node: &Node, options: &NodeSources) -> anyhow::Result<Vec<RenderedFile>> {
+    let secrets = load_secrets(options.secrets.as_deref(), node.role)?;
+    warn_if_expiring(&secrets, &node.me.name);
+    let (_, files) = render_all(
+        &node.spec,
+        node.role,
+        &node.me,
+        &secrets,
+        &options.templates,
+    )?;
+    Ok(files)
+}
+
+/// A certificate with less than a third of its life left is logged at
+/// every boot and reload.
+fn warn_if_expiring(secrets: &Secrets, node: &str) {
+    let Some(tls) = &secrets.tls else { return };
+    let now = time::OffsetDateTime::now_utc();
+    let mine = tls.nodes.get(node).map(|n| (node, &n.cert));
+    for (name, pem) in std::iter::once(("the cluster CA", &tls.ca_cert)).chain(mine) {
+        if let Ok(info) = crate::cluster::pki::inspect(name, pem, now)
+            && info.status != "ok"
+        {
+            tracing::warn!(
+                "{name}'s certificate {} ({} days left, until {}): run `nodeimg secrets rotate` and deliver the new files",
+                if info.status == "expired" {
+                    "has expired"
+                } else {
+                    "is due for renewal"
+                },
+                info.seconds_left / 86400,
+                info.not_after
+            );
+        }
+    }
 }
 
 /// By private IP first (what the metadata service knows for sure), then

@@ -88,7 +88,7 @@ pub struct Paths {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EtcdView {
-    /// `db-1=http://10.0.0.120:2380,…`
+    /// `db-1=https://10.0.0.120:2380,…`
     pub initial_cluster: String,
 }
 
@@ -98,6 +98,37 @@ pub struct DbSecrets {
     pub superuser: String,
     pub replication: String,
     pub rewind: String,
+    /// Basic auth of Patroni's unsafe REST endpoints (user `patroni`).
+    pub rest_api: String,
+}
+
+/// Where a node's TLS files are (written by [`tls_files`]); every
+/// listener and every client of the node uses them.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsView {
+    /// The trusted CA certificates (the cluster's, and during a CA
+    /// rotation the previous one).
+    pub ca: String,
+    pub cert: String,
+    /// The node key, readable by the postgres account (PostgreSQL,
+    /// Patroni, PgBouncer).
+    pub key: String,
+    /// The same key for the etcd account.
+    pub etcd_key: String,
+    /// PostgreSQL's `ssl_min_protocol_version` and PgBouncer's protocols.
+    pub min_version: &'static str,
+}
+
+impl Default for TlsView {
+    fn default() -> TlsView {
+        TlsView {
+            ca: format!("{RUN_DIR}/tls/ca.crt"),
+            cert: format!("{RUN_DIR}/tls/node.crt"),
+            key: format!("{RUN_DIR}/tls/node.key"),
+            etcd_key: format!("{RUN_DIR}/tls/etcd.key"),
+            min_version: "TLSv1.2",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,16 +178,44 @@ pub struct NodeView {
     pub postgresql: PostgresView,
     pub paths: Paths,
     pub secrets: DbSecrets,
+    pub tls: TlsView,
     pub users: Vec<UserView>,
     pub pools: Vec<PoolView>,
     pub pgbouncer: PgbouncerView,
 }
 
-/// A rendered file: its name under the run folder and its text.
+/// A rendered file: its name under the run folder, its text, its mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedFile {
     pub name: String,
     pub text: String,
+    /// 0600 for everything that holds a secret; 0644 for certificates.
+    pub mode: u32,
+}
+
+/// The node's certificate files, from its secrets: the trusted CAs and its
+/// certificate (0644, public), its key twice (0600, one copy per account
+/// that reads it: the agent hands `tls/etcd.key` to etcd).
+pub fn tls_files(
+    secrets: &crate::cluster::secrets::Secrets,
+    node: &str,
+) -> Result<Vec<RenderedFile>, crate::cluster::secrets::SecretsError> {
+    let tls = secrets.tls()?;
+    let own = tls
+        .nodes
+        .get(node)
+        .ok_or_else(|| crate::cluster::pki::PkiError::NoNodeCert(node.to_string()))?;
+    let file = |name: &str, text: &str, mode: u32| RenderedFile {
+        name: format!("tls/{name}"),
+        text: text.to_string(),
+        mode,
+    };
+    Ok(vec![
+        file("ca.crt", &tls.trusted_bundle(), 0o644),
+        file("node.crt", &own.cert, 0o644),
+        file("node.key", &own.key, 0o600),
+        file("etcd.key", &own.key, 0o600),
+    ])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +272,7 @@ pub fn render(view: &NodeView, dir: &Path) -> Result<Vec<RenderedFile>, RenderEr
         out.push(RenderedFile {
             name: file.to_string(),
             text,
+            mode: 0o600,
         });
     }
     Ok(out)
@@ -228,7 +288,7 @@ impl NodeView {
         secrets: &crate::cluster::secrets::Secrets,
         bin_dir: &str,
     ) -> Result<NodeView, crate::cluster::secrets::SecretsError> {
-        use crate::cluster::secrets::{ENV_REPLICATION, ENV_REWIND, ENV_SUPERUSER};
+        use crate::cluster::secrets::{ENV_REPLICATION, ENV_REST_API, ENV_REWIND, ENV_SUPERUSER};
         use crate::cluster::{Dcs, PoolTarget, Role};
         let member = |m: &crate::cluster::Member| MemberView {
             name: m.name.clone(),
@@ -254,6 +314,13 @@ impl NodeView {
                 rewind: secrets
                     .required_password("rewind_password", &secrets.rewind_password, ENV_REWIND)?
                     .to_string(),
+                rest_api: secrets
+                    .required_password(
+                        "rest_api_password",
+                        &secrets.rest_api_password,
+                        ENV_REST_API,
+                    )?
+                    .to_string(),
             }
         } else {
             DbSecrets::default()
@@ -268,6 +335,9 @@ impl NodeView {
                 })
             })
             .collect::<Result<Vec<_>, crate::cluster::secrets::SecretsError>>()?;
+        // Every node has its own certificate: checked here, so nothing
+        // without one renders or ships.
+        tls_files(secrets, &me.name)?;
         Ok(NodeView {
             cluster: ClusterInfo {
                 name: spec.cluster.name.clone(),
@@ -285,7 +355,7 @@ impl NodeView {
                 initial_cluster: spec
                     .db_members
                     .iter()
-                    .map(|m| format!("{}=http://{}:{}", m.name, m.ip, ports.etcd_peer))
+                    .map(|m| format!("{}=https://{}:{}", m.name, m.ip, ports.etcd_peer))
                     .collect::<Vec<_>>()
                     .join(","),
             },
@@ -321,6 +391,7 @@ impl NodeView {
                 userlist: format!("{RUN_DIR}/userlist.txt"),
             },
             secrets: db_secrets,
+            tls: TlsView::default(),
             users,
             pools: spec
                 .pools

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use crate::agent::node::Node;
 use crate::agent::render::{RUN_DIR, RenderedFile};
-use crate::agent::supervise::{ProcessTable, ServiceSpec};
+use crate::agent::supervise::{ProcessTable, Reload, ServiceSpec};
 use crate::cluster::{Dcs, Role};
 
 /// uid/gid of the accounts services run as, from the image's /etc/passwd.
@@ -37,34 +37,59 @@ impl Accounts {
     }
 }
 
-/// Which account reads each rendered file.
+/// Which account reads each rendered file. HAProxy reads its files as
+/// root, before it drops to its own account.
 fn file_owner(name: &str, accounts: &Accounts) -> (u32, u32) {
     match name {
-        "etcd.yml" => accounts.etcd.unwrap_or((0, 0)),
+        "etcd.yml" | "tls/etcd.key" => accounts.etcd.unwrap_or((0, 0)),
         "haproxy.cfg" => (0, 0),
         _ => accounts.postgres,
     }
 }
 
-/// Writes the rendered files 0600 (they hold passwords or verifiers), each
-/// through a temporary name.
+/// Writes the rendered files with their modes (0600 for all that hold a
+/// secret), each through a temporary name, owned by the account that reads
+/// it; returns the names whose content changed.
 pub fn write_files(
     dir: &Path,
     files: &[RenderedFile],
     accounts: Option<&Accounts>,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+) -> anyhow::Result<Vec<String>> {
+    let mut changed = Vec::new();
     for file in files {
         let path = dir.join(&file.name);
-        crate::util::fsutil::write_atomic(&path, file.text.as_bytes(), 0o600)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        if let Some(accounts) = accounts {
-            let (uid, gid) = file_owner(&file.name, accounts);
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                .with_context(|| format!("cannot hand {} to uid {uid}", path.display()))?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
+        if std::fs::read(&path).is_ok_and(|old| old == file.text.as_bytes()) {
+            continue;
+        }
+        let owner = accounts.map(|a| file_owner(&file.name, a));
+        crate::util::fsutil::write_atomic_owned(&path, file.text.as_bytes(), file.mode, owner)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        changed.push(file.name.clone());
     }
-    Ok(())
+    Ok(changed)
+}
+
+/// `docker exec <db> patronictl list` works with no arguments: patronictl
+/// reads ~/.config/patroni/patronictl.yaml by default, which points at the
+/// node's rendered Patroni configuration (CA, client certificate, REST API
+/// credentials, etcd over TLS).
+pub fn link_patronictl_config() -> anyhow::Result<()> {
+    let home = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .unwrap_or_else(|| "/root".into());
+    let dir = home.join(".config/patroni");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let link = dir.join("patronictl.yaml");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(format!("{RUN_DIR}/patroni.yml"), &link)
+        .with_context(|| format!("cannot link {}", link.display()))
 }
 
 /// A folder owned by `owner`, created if missing (volumes may come in
@@ -166,11 +191,22 @@ fn haproxy_services(accounts: &Accounts) -> anyhow::Result<Vec<ServiceSpec>> {
     ])
 }
 
+/// The node's TLS files, as the agent's own HTTPS clients use them.
+fn client_tls(node: &Node) -> crate::agent::https::ClientTls {
+    let tls = &node.view.tls;
+    crate::agent::https::ClientTls {
+        ca: tls.ca.clone(),
+        cert: tls.cert.clone(),
+        key: tls.key.clone(),
+    }
+}
+
 fn fence_config(node: &Node) -> crate::agent::fencing::FenceConfig {
     let ports = &node.view.ports;
     let timings = &node.spec.patroni;
     crate::agent::fencing::FenceConfig {
-        etcd: format!("http://127.0.0.1:{}", ports.etcd_client),
+        etcd: format!("https://127.0.0.1:{}", ports.etcd_client),
+        tls: client_tls(node),
         // Patroni's namespace (patroni.yml.j2) and scope.
         prefix: format!("/nodeimg/{}/", node.spec.cluster.name),
         me: node.me.name.clone(),
@@ -192,18 +228,24 @@ fn fence_config(node: &Node) -> crate::agent::fencing::FenceConfig {
 /// On the leader, creates the spec's users and databases (Patroni 4 no
 /// longer does), again after every promotion; everything is idempotent.
 fn start_leader_tasks(node: &Node, accounts: &Accounts, table: ProcessTable) {
-    let url = format!("http://{}:{}/primary", node.me.ip, node.view.ports.patroni);
+    let url = format!("https://{}:{}/primary", node.me.ip, node.view.ports.patroni);
+    let tls = client_tls(node);
     let sql = crate::agent::bootstrap_sql::script(&node.spec, &node.view.users);
     let psql = format!("{}/psql", node.view.postgresql.bin_dir);
     let socket_dir = node.view.paths.socket_dir.clone();
     let port = node.view.ports.postgres;
     let postgres = accounts.postgres;
     std::thread::spawn(move || {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(2)))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
+        // A status other than 200 is an error: not the leader.
+        let agent = loop {
+            match tls.agent(Duration::from_secs(2)) {
+                Ok(agent) => break agent,
+                Err(err) => {
+                    tracing::error!("leader tasks: {err}; retrying");
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+        };
         let script_path = format!("{RUN_DIR}/bootstrap.sql");
         let mut applied = false;
         loop {
@@ -276,4 +318,46 @@ pub fn start_background_tasks(node: &Node, accounts: &Accounts, table: &ProcessT
     if !node.spec.users.is_empty() || !node.spec.databases.is_empty() {
         start_leader_tasks(node, accounts, table.clone());
     }
+}
+
+/// What each service needs once `changed` files (names under the run
+/// folder) were rewritten by a secrets rotation:
+/// - Patroni re-reads its configuration on SIGHUP, loads a REST API
+///   certificate whose serial changed and reloads PostgreSQL, which re-reads
+///   its SSL files: no connection drops.
+/// - etcd loads its certificate and key on every new TLS handshake, but its
+///   trusted CAs only at start: restarted only when the CA bundle changed
+///   (a CA rotation; one node at a time keeps quorum).
+/// - HAProxy (master-worker) reloads on SIGUSR2 without dropping
+///   connections; only its CA file and configuration concern it.
+/// - PgBouncer re-reads its configuration and TLS files on SIGHUP.
+pub fn reload_plan(role: Role, changed: &[String]) -> Vec<(String, Reload)> {
+    use nix::sys::signal::Signal;
+    let any = |names: &[&str]| changed.iter().any(|c| names.contains(&c.as_str()));
+    let mut plan = Vec::new();
+    match role {
+        Role::Db => {
+            if any(&["tls/ca.crt"]) {
+                plan.push(("etcd".to_string(), Reload::Restart));
+            }
+            if any(&["patroni.yml", "tls/ca.crt", "tls/node.crt", "tls/node.key"]) {
+                plan.push(("patroni".to_string(), Reload::Signal(Signal::SIGHUP)));
+            }
+        }
+        Role::Haproxy => {
+            if any(&["haproxy.cfg", "tls/ca.crt"]) {
+                plan.push(("haproxy".to_string(), Reload::Signal(Signal::SIGUSR2)));
+            }
+            if any(&[
+                "pgbouncer.ini",
+                "userlist.txt",
+                "tls/ca.crt",
+                "tls/node.crt",
+                "tls/node.key",
+            ]) {
+                plan.push(("pgbouncer".to_string(), Reload::Signal(Signal::SIGHUP)));
+            }
+        }
+    }
+    plan
 }

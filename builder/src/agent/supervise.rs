@@ -2,7 +2,8 @@
 //! restarts one that crashes (with backoff), reaps every zombie (orphans
 //! are reparented to PID 1), and on SIGTERM/SIGINT stops the services in
 //! reverse order, each given time to finish, so Patroni can hand over the
-//! leader lock before etcd goes away.
+//! leader lock before etcd goes away. SIGHUP asks the caller what changed
+//! (a secrets rotation) and reloads or restarts the services it names.
 //!
 //! Only this loop calls `waitpid`. Short commands run by other threads
 //! (psql) go through [`ProcessTable::run`], which registers the child under
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 /// One long-running program of a role.
 #[derive(Debug, Clone)]
@@ -57,6 +58,15 @@ impl ServiceSpec {
         command.process_group(0);
         command
     }
+}
+
+/// What a service needs after its files changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The signal that makes it re-read its files (to its main process).
+    Signal(Signal),
+    /// It reads some files only at start: stopped, then started again.
+    Restart,
 }
 
 /// Restart delays: 1 s, doubling up to 30 s; back to 1 s once a service
@@ -152,9 +162,14 @@ impl ProcessTable {
 }
 
 /// Runs the services until SIGTERM or SIGINT, then stops them in reverse
-/// order. Returns the exit code for the container.
-pub fn run(specs: Vec<ServiceSpec>, table: &ProcessTable) -> anyhow::Result<i32> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGCHLD])?;
+/// order. On SIGHUP, `on_reload` rewrites the files and names what each
+/// service needs. Returns the exit code for the container.
+pub fn run(
+    specs: Vec<ServiceSpec>,
+    table: &ProcessTable,
+    on_reload: &mut dyn FnMut() -> Vec<(String, Reload)>,
+) -> anyhow::Result<i32> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP])?;
     let mut services: Vec<Service> = specs
         .into_iter()
         .map(|spec| Service {
@@ -167,9 +182,32 @@ pub fn run(specs: Vec<ServiceSpec>, table: &ProcessTable) -> anyhow::Result<i32>
         .collect();
     loop {
         let mut stop_requested = None;
+        let mut reload_requested = false;
         for signal in signals.pending() {
             if signal == SIGTERM || signal == SIGINT {
                 stop_requested = Some(signal);
+            }
+            reload_requested |= signal == SIGHUP;
+        }
+        if reload_requested && stop_requested.is_none() {
+            tracing::info!("received SIGHUP: re-reading the secrets and reloading what changed");
+            for (name, action) in on_reload() {
+                let Some(service) = services.iter_mut().find(|s| s.spec.name == name) else {
+                    continue;
+                };
+                match (action, service.pid) {
+                    (Reload::Signal(signal), Some(pid)) => {
+                        tracing::info!("{name}: {} to reload", signal.as_str());
+                        let _ = nix::sys::signal::kill(pid, signal);
+                    }
+                    (Reload::Restart, Some(_)) => {
+                        tracing::info!("{name}: restarting (it reads these files only at start)");
+                        stop_one(service, table);
+                        service.restart_at = Some(Instant::now());
+                    }
+                    // Not running: it reads the new files when it starts.
+                    (_, None) => {}
+                }
             }
         }
         if let Some(signal) = stop_requested {
@@ -242,7 +280,15 @@ fn start(service: &mut Service, table: &ProcessTable) {
 
 fn stop_all(services: &mut [Service], table: &ProcessTable) {
     for service in services.iter_mut().rev() {
-        let Some(pid) = service.pid else { continue };
+        stop_one(service, table);
+    }
+    table.reap();
+}
+
+/// SIGTERM, then SIGKILL after the service's stop timeout.
+fn stop_one(service: &mut Service, table: &ProcessTable) {
+    {
+        let Some(pid) = service.pid else { return };
         tracing::info!("stopping {} (pid {pid})", service.spec.name);
         let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + service.spec.stop_timeout;
@@ -271,7 +317,6 @@ fn stop_all(services: &mut [Service], table: &ProcessTable) {
         // Whatever the service left in its group (postgres backends).
         let _ = killpg(pid, Signal::SIGKILL);
     }
-    table.reap();
 }
 
 fn describe(code: i32) -> String {

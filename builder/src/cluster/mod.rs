@@ -4,6 +4,7 @@
 
 // The cluster model: its spec (here) and its secrets.
 
+pub mod pki;
 pub mod scram;
 pub mod secrets;
 
@@ -58,6 +59,18 @@ pub struct HetznerSettings {
     pub db_server_type: String,
     pub haproxy_server_type: String,
     pub db_volume_gb: u32,
+    /// Public addresses SSH (22) is admitted from by the cluster's Hetzner
+    /// Firewall (CIDRs). Empty: nothing on the public side is admitted.
+    pub ssh_source_ips: Vec<String>,
+    /// Give the servers a public IPv4 (Hetzner's default). With false they
+    /// keep only IPv6 (the firewall still admits nothing but `ssh_source_ips`).
+    pub public_ipv4: bool,
+    /// The load balancer at `cluster.load_balancer` in front of the proxies.
+    pub load_balancer_type: String,
+    /// Also give it a public interface (default: private network only).
+    pub load_balancer_public: bool,
+    /// Also forward HAProxy's 5000/5001, not only PgBouncer.
+    pub load_balancer_haproxy_ports: bool,
 }
 
 impl Default for HetznerSettings {
@@ -69,6 +82,11 @@ impl Default for HetznerSettings {
             db_server_type: "cpx31".into(),
             haproxy_server_type: "cpx11".into(),
             db_volume_gb: 50,
+            ssh_source_ips: Vec::new(),
+            public_ipv4: true,
+            load_balancer_type: "lb11".into(),
+            load_balancer_public: false,
+            load_balancer_haproxy_ports: false,
         }
     }
 }
@@ -559,6 +577,22 @@ impl ClusterSpec {
                     format!(
                         "{} is outside the private network {} (cluster.cidr): pg_hba only admits that network",
                         member.ip, self.cluster.cidr
+                    ),
+                );
+            }
+        }
+        for source in &self.hetzner.ssh_source_ips {
+            let valid = source.split_once('/').is_some_and(|(addr, bits)| {
+                addr.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+                    bits.parse::<u8>()
+                        .is_ok_and(|b| b <= if ip.is_ipv4() { 32 } else { 128 })
+                })
+            });
+            if !valid {
+                return fail(
+                    "hetzner.ssh_source_ips",
+                    format!(
+                        "{source:?} is not a CIDR (e.g. \"203.0.113.0/24\" or \"2001:db8::/48\"): the Hetzner Firewall admits SSH only from these ranges"
                     ),
                 );
             }

@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use rand::Rng;
 
 use crate::cluster::ClusterSpec;
+use crate::cluster::pki::{PkiError, TlsSecrets};
 use crate::cluster::scram::Verifier;
 
 /// Environment variables that may carry secrets instead of a file.
 pub const ENV_SUPERUSER: &str = "NODEIMG_SUPERUSER_PASSWORD";
 pub const ENV_REPLICATION: &str = "NODEIMG_REPLICATION_PASSWORD";
 pub const ENV_REWIND: &str = "NODEIMG_REWIND_PASSWORD";
+pub const ENV_REST_API: &str = "NODEIMG_REST_API_PASSWORD";
 /// `NODEIMG_USER_<NAME>_SCRAM`, the name upper-cased with `-` as `_`.
 pub const ENV_USER_PREFIX: &str = "NODEIMG_USER_";
 
@@ -36,9 +38,16 @@ pub struct Secrets {
     /// The user pg_rewind connects as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewind_password: Option<String>,
+    /// Patroni's REST API user (`patroni`): every unsafe endpoint
+    /// (PATCH /config, POST /restart, /failover, ...) asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_api_password: Option<String>,
     /// Application users by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, UserSecret>,
+    /// The cluster's CA and node certificates (`nodeimg secrets init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSecrets>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +84,18 @@ pub enum SecretsError {
         "secret `{0}` is empty or too short (fewer than 12 characters): use a long random password"
     )]
     Weak(String),
+    #[error(
+        "the secrets hold no TLS material ([tls]): every connection of the cluster is TLS; run `nodeimg secrets rotate` on the full secrets file (it adds the CA and node certificates), then give each node its file (`nodeimg secrets for-node`)"
+    )]
+    NoTls,
+    #[error("{0}")]
+    Pki(#[from] PkiError),
+    #[error("cannot generate the secrets: {0}")]
+    Generate(String),
+    #[error(
+        "{node} is not a member of the cluster spec: a node's secrets are made for a [[db]] or [[haproxy]] member"
+    )]
+    UnknownNode { node: String },
 }
 
 /// 32 characters from 62 symbols: about 190 bits.
@@ -87,25 +108,71 @@ fn random_password() -> String {
 }
 
 impl Secrets {
-    /// A fresh secrets file for every user of the spec.
-    pub fn generate(spec: &ClusterSpec) -> Result<Secrets, crate::cluster::scram::ScramError> {
+    /// A fresh secrets file for the spec: passwords, a verifier for every
+    /// user, a CA and a certificate for every node (default lifetimes).
+    pub fn generate(spec: &ClusterSpec) -> Result<Secrets, SecretsError> {
+        Secrets::generate_with(
+            spec,
+            crate::cluster::pki::CA_DAYS,
+            crate::cluster::pki::NODE_DAYS,
+        )
+    }
+
+    pub fn generate_with(
+        spec: &ClusterSpec,
+        ca_days: u32,
+        node_days: u32,
+    ) -> Result<Secrets, SecretsError> {
         let mut secrets = Secrets {
-            superuser_password: Some(random_password()),
-            replication_password: Some(random_password()),
-            rewind_password: Some(random_password()),
+            tls: Some(TlsSecrets::generate(spec, ca_days, node_days)?),
             ..Secrets::default()
         };
+        secrets.fill_missing(spec)?;
+        Ok(secrets)
+    }
+
+    /// Adds what the spec needs and the secrets lack (passwords, users'
+    /// verifiers), keeping everything already there. Returns what it added.
+    pub fn fill_missing(&mut self, spec: &ClusterSpec) -> Result<Vec<String>, SecretsError> {
+        let mut added = Vec::new();
+        for (name, slot) in [
+            ("superuser_password", &mut self.superuser_password),
+            ("replication_password", &mut self.replication_password),
+            ("rewind_password", &mut self.rewind_password),
+            ("rest_api_password", &mut self.rest_api_password),
+        ] {
+            if slot.is_none() {
+                *slot = Some(random_password());
+                added.push(name.to_string());
+            }
+        }
         for user in &spec.users {
+            if self
+                .users
+                .get(&user.name)
+                .is_some_and(|u| u.scram.is_some())
+            {
+                continue;
+            }
             let password = random_password();
-            secrets.users.insert(
+            let scram = Verifier::generate(&password)
+                .map_err(|e| SecretsError::Generate(e.to_string()))?
+                .to_string();
+            self.users.insert(
                 user.name.clone(),
                 UserSecret {
-                    scram: Some(Verifier::generate(&password)?.to_string()),
+                    scram: Some(scram),
                     password: Some(password),
                 },
             );
+            added.push(format!("users.{}", user.name));
         }
-        Ok(secrets)
+        Ok(added)
+    }
+
+    /// The TLS material, or what to do when there is none.
+    pub fn tls(&self) -> Result<&TlsSecrets, SecretsError> {
+        self.tls.as_ref().ok_or(SecretsError::NoTls)
     }
 
     /// Reads a secrets file.
@@ -129,6 +196,7 @@ impl Secrets {
                 ENV_SUPERUSER => self.superuser_password = Some(value),
                 ENV_REPLICATION => self.replication_password = Some(value),
                 ENV_REWIND => self.rewind_password = Some(value),
+                ENV_REST_API => self.rest_api_password = Some(value),
                 _ => {
                     if let Some(user) = name
                         .strip_prefix(ENV_USER_PREFIX)
@@ -145,8 +213,10 @@ impl Secrets {
     /// Whether an environment variable carries a secret (so the agent can
     /// keep it away from the services it starts).
     pub fn is_secret_env(name: &str) -> bool {
-        matches!(name, ENV_SUPERUSER | ENV_REPLICATION | ENV_REWIND)
-            || name.starts_with(ENV_USER_PREFIX)
+        matches!(
+            name,
+            ENV_SUPERUSER | ENV_REPLICATION | ENV_REWIND | ENV_REST_API
+        ) || name.starts_with(ENV_USER_PREFIX)
     }
 
     /// The verifier of an application user, checked.
@@ -189,7 +259,23 @@ impl Secrets {
         Ok(value)
     }
 
-    /// The subset a role's nodes need: proxy nodes get verifiers only.
+    /// What one node receives: its role's part (`for_role`) and its own
+    /// TLS key and certificate with the trusted CAs, never the CA key or
+    /// another node's key.
+    pub fn for_node(&self, spec: &ClusterSpec, node: &str) -> Result<Secrets, SecretsError> {
+        let (role, _) = spec
+            .member_by_name(node)
+            .ok_or_else(|| SecretsError::UnknownNode {
+                node: node.to_string(),
+            })?;
+        Ok(Secrets {
+            tls: Some(self.tls()?.for_node(node)?),
+            ..self.for_role(role.as_str())
+        })
+    }
+
+    /// The passwords and verifiers a role's nodes need (no TLS material):
+    /// proxy nodes get verifiers only.
     pub fn for_role(&self, role: &str) -> Secrets {
         let users = self
             .users
@@ -207,6 +293,7 @@ impl Secrets {
         if role == "db" {
             Secrets {
                 users,
+                tls: None,
                 ..self.clone()
             }
         } else {

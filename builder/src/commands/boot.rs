@@ -10,6 +10,7 @@ use crate::agent::node::{self, NodeSources};
 use crate::agent::render::RUN_DIR;
 use crate::agent::services::{self, Accounts};
 use crate::agent::supervise::{self, ProcessTable};
+use crate::cluster::Role;
 
 pub struct BootOptions {
     pub cluster: PathBuf,
@@ -21,14 +22,15 @@ pub struct BootOptions {
 }
 
 pub fn run(options: &BootOptions) -> anyhow::Result<i32> {
-    let node = node::prepare(&NodeSources {
+    let sources = NodeSources {
         cluster: options.cluster.clone(),
         secrets: options.secrets.clone(),
         metadata: options.metadata.clone(),
         role: options.role.clone(),
         templates: options.templates.clone(),
         render_only: options.render_only.is_some(),
-    })?;
+    };
+    let node = node::prepare(&sources)?;
     if let Some(dir) = &options.render_only {
         services::write_files(dir, &node.files, None)?;
         eprintln!(
@@ -42,8 +44,31 @@ pub fn run(options: &BootOptions) -> anyhow::Result<i32> {
     }
     let accounts = Accounts::read()?;
     services::write_files(Path::new(RUN_DIR), &node.files, Some(&accounts))?;
+    if node.role == Role::Db {
+        services::link_patronictl_config()?;
+    }
     let services = services::for_node(&node, &accounts)?;
     let table = ProcessTable::default();
     services::start_background_tasks(&node, &accounts, &table);
-    supervise::run(services, &table)
+    // SIGHUP (`systemctl reload`, `docker kill -s HUP`): new secrets.
+    let mut reload = || match node::rerender(&node, &sources)
+        .and_then(|files| services::write_files(Path::new(RUN_DIR), &files, Some(&accounts)))
+    {
+        Ok(changed) => {
+            tracing::info!(
+                "reload: changed {}",
+                if changed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    changed.join(", ")
+                }
+            );
+            services::reload_plan(node.role, &changed)
+        }
+        Err(err) => {
+            tracing::error!("reload refused, the running files are kept: {err:#}");
+            Vec::new()
+        }
+    };
+    supervise::run(services, &table, &mut reload)
 }

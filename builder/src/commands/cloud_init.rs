@@ -1,13 +1,14 @@
-//! `nodeimg cloud-init`: writes `<out>/<role>.yaml` for each role of the
-//! cluster, and optionally NoCloud seed folders per node. Everything is
+//! `nodeimg cloud-init`: writes `<out>/<node>.yaml` for each node of the
+//! cluster (each holds that node's own secrets), and optionally NoCloud
+//! seed folders per node. Everything is
 //! checked before the first file is written.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::cluster::ClusterSpec;
 use crate::cluster::secrets::Secrets;
-use crate::cluster::{ClusterSpec, Role};
 use crate::ship::cloud_init;
 
 pub struct CloudInitOptions {
@@ -25,30 +26,23 @@ pub fn run(options: &CloudInitOptions) -> anyhow::Result<()> {
     let spec = ClusterSpec::parse(&spec_text, &options.cluster)?;
     let secrets = Secrets::read(&options.secrets)?;
     let mut rendered = Vec::new();
-    for (role, members) in [
-        (Role::Db, &spec.db_members),
-        (Role::Haproxy, &spec.haproxy_members),
-    ] {
-        if members.is_empty() {
-            continue;
-        }
+    for (role, member) in spec.members() {
         let digest = cloud_init::built_digest(&options.images, role.as_str())?;
         let text = cloud_init::render(
             &spec,
             &spec_text,
-            role,
+            cloud_init::Target::Node(member),
             &secrets,
             &cloud_init::ImageSource::Registry { digest: &digest },
-            true,
             &options.template,
         )?;
-        rendered.push((role, text));
+        rendered.push((member.name.clone(), text));
     }
     std::fs::create_dir_all(&options.output)
         .with_context(|| format!("cannot create {}", options.output.display()))?;
-    for (role, text) in &rendered {
-        let path = options.output.join(format!("{}.yaml", role.as_str()));
-        // It carries the role's secrets.
+    for (node, text) in &rendered {
+        let path = options.output.join(format!("{node}.yaml"));
+        // It carries the node's secrets and TLS key.
         crate::util::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!(
@@ -67,10 +61,10 @@ pub fn run(options: &CloudInitOptions) -> anyhow::Result<()> {
 fn write_nocloud(
     dir: &Path,
     spec: &ClusterSpec,
-    rendered: &[(Role, String)],
+    rendered: &[(String, String)],
 ) -> anyhow::Result<()> {
-    for (role, member) in spec.members() {
-        let Some((_, text)) = rendered.iter().find(|(r, _)| *r == role) else {
+    for (_, member) in spec.members() {
+        let Some((_, text)) = rendered.iter().find(|(n, _)| *n == member.name) else {
             continue;
         };
         let seed = dir.join(&member.name);

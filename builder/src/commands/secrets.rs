@@ -1,6 +1,7 @@
 //! `nodeimg secrets`: writes a cluster's secrets file (random passwords,
-//! SCRAM verifiers for the spec's users), and the per-role subsets nodes
-//! receive (proxy nodes get verifiers only).
+//! SCRAM verifiers for the spec's users, the cluster CA and node
+//! certificates), the per-node files nodes receive, rotates certificates
+//! and shows their expiry.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 use crate::cluster::ClusterSpec;
+use crate::cluster::pki::{self, TlsSecrets};
 use crate::cluster::secrets::Secrets;
 
 /// Writes `text` to `path` with mode 0600 from the first byte; an existing
@@ -37,25 +39,151 @@ pub fn write_private(path: &Path, text: &str, force: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-pub fn init(cluster: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
+pub fn init(
+    cluster: &Path,
+    output: &Path,
+    force: bool,
+    ca_days: u32,
+    node_days: u32,
+) -> anyhow::Result<()> {
     let spec = ClusterSpec::load(cluster)?;
-    let secrets = Secrets::generate(&spec)?;
+    let secrets = Secrets::generate_with(&spec, ca_days, node_days)?;
     write_private(output, &secrets.to_toml(), force)?;
     eprintln!(
-        "wrote {} (0600): Patroni's three passwords and {} application user(s); keep it out of git",
+        "wrote {} (0600): Patroni's passwords, {} application user(s), the cluster CA (its key too) and {} node certificates; keep it out of git, and give each node only its own part (`nodeimg secrets for-node`)",
         output.display(),
-        secrets.users.len()
+        secrets.users.len(),
+        spec.members().count()
     );
     Ok(())
 }
 
-pub fn for_role(secrets: &Path, role: &str, output: &Path, force: bool) -> anyhow::Result<()> {
-    if role != "db" && role != "haproxy" {
-        bail!("unknown role {role:?}: db or haproxy");
-    }
+/// Writes one node's secrets (`name`), or with `name` None every node's
+/// into `output` as `<node>.secrets.toml`.
+pub fn for_node(
+    cluster: &Path,
+    secrets: &Path,
+    name: Option<&str>,
+    output: &Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    let spec = ClusterSpec::load(cluster)?;
     let all = Secrets::read(secrets)?;
-    write_private(output, &all.for_role(role).to_toml(), force)?;
-    eprintln!("wrote {} (0600) for the {role} nodes", output.display());
+    let nodes: Vec<String> = match name {
+        Some(name) => vec![name.to_string()],
+        None => spec.members().map(|(_, m)| m.name.clone()).collect(),
+    };
+    for node in &nodes {
+        let path = match name {
+            Some(_) => output.to_path_buf(),
+            None => {
+                std::fs::create_dir_all(output)
+                    .with_context(|| format!("cannot create {}", output.display()))?;
+                output.join(format!("{node}.secrets.toml"))
+            }
+        };
+        let mine = all.for_node(&spec, node)?;
+        write_private(&path, &mine.to_toml(), force)?;
+        eprintln!(
+            "wrote {} (0600) for {node}: its own key and certificate, the CA certificate, its role's passwords",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+pub struct RotateOptions<'a> {
+    pub cluster: &'a Path,
+    pub secrets: &'a Path,
+    /// Also a new CA (the old one stays trusted until `finish_ca`).
+    pub ca: bool,
+    /// End a CA rotation: stop trusting the previous CA.
+    pub finish_ca: bool,
+    pub ca_days: u32,
+    pub node_days: u32,
+}
+
+/// New node certificates (and with `ca`, a new CA), written back into the
+/// secrets file; adds whatever the file lacks (an older file without TLS
+/// gets its CA here).
+pub fn rotate(options: &RotateOptions) -> anyhow::Result<()> {
+    let spec = ClusterSpec::load(options.cluster)?;
+    let mut secrets = Secrets::read(options.secrets)?;
+    let added = secrets.fill_missing(&spec)?;
+    let what = match secrets.tls.as_mut() {
+        None => {
+            secrets.tls = Some(TlsSecrets::generate(
+                &spec,
+                options.ca_days,
+                options.node_days,
+            )?);
+            "a new CA and node certificates (the file had none)".to_string()
+        }
+        Some(tls) if options.finish_ca => {
+            let dropped = tls.finish_ca_rotation();
+            format!("{dropped} previous CA certificate(s) no longer trusted")
+        }
+        Some(tls) if options.ca => {
+            tls.rotate_ca(&spec, options.ca_days, options.node_days)?;
+            "a new CA (the previous one stays trusted until `secrets rotate --finish-ca`) and new node certificates".to_string()
+        }
+        Some(tls) => {
+            tls.issue_all(&spec, options.node_days)?;
+            "new node certificates from the current CA".to_string()
+        }
+    };
+    write_private(options.secrets, &secrets.to_toml(), true)?;
+    eprintln!("{}: {what}", options.secrets.display());
+    if !added.is_empty() {
+        eprintln!("also added what it lacked: {}", added.join(", "));
+    }
+    eprintln!(
+        "deliver each node its new file (`nodeimg secrets for-node --all -o DIR`), then reload the node (the README says how); nothing restarts"
+    );
+    Ok(())
+}
+
+/// Lists every certificate with its expiry; warns about those with less
+/// than a third of their lifetime left.
+pub fn show(secrets: &Path, json: bool) -> anyhow::Result<()> {
+    let secrets = Secrets::read(secrets)?;
+    let tls = secrets.tls()?;
+    let certs = pki::inventory(tls, time::OffsetDateTime::now_utc())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&certs)?);
+    } else {
+        println!(
+            "{:<20} {:<8} {:<34} {:>6}  serial",
+            "certificate", "status", "expires", "days"
+        );
+        for cert in &certs {
+            println!(
+                "{:<20} {:<8} {:<34} {:>6}  {}",
+                cert.name,
+                cert.status,
+                cert.not_after,
+                cert.seconds_left / 86400,
+                cert.serial
+            );
+        }
+    }
+    for cert in certs.iter().filter(|c| c.status != "ok") {
+        eprintln!(
+            "warning: {} {} ({} days left of its lifetime): run `nodeimg secrets rotate`{}",
+            cert.name,
+            if cert.status == "expired" {
+                "has expired"
+            } else {
+                "is due for renewal"
+            },
+            cert.seconds_left / 86400,
+            if cert.name.ends_with("ca") {
+                " --ca"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }
 

@@ -83,7 +83,8 @@ pub fn write_bundle(options: &BundleOptions) -> anyhow::Result<()> {
             spec_text.as_bytes().to_vec(),
         ),
     ];
-    let secret_mode = if options.with_secrets { 0o600 } else { 0o644 };
+    // The per-role user-data holds no secrets (each node gets its own file).
+    let secret_mode = 0o644;
     for (role, members) in [
         (Role::Db, &spec.db_members),
         (Role::Haproxy, &spec.haproxy_members),
@@ -96,14 +97,13 @@ pub fn write_bundle(options: &BundleOptions) -> anyhow::Result<()> {
         let user_data = cloud_init::render(
             &spec,
             &spec_text,
-            role,
+            cloud_init::Target::Role(role),
             &secrets,
             &ImageSource::Bundle {
                 reference: &image.reference,
                 ids: [&image.config_digest, &image.manifest_digest],
                 dir: &bundle_dir,
             },
-            options.with_secrets,
             &options.template,
         )?;
         let (host_files, setup) = host_install::from_user_data(&user_data)?;
@@ -156,6 +156,27 @@ pub fn write_bundle(options: &BundleOptions) -> anyhow::Result<()> {
         0o644,
         roles.into_bytes(),
     ));
+    // Which role each node has (install.sh --node), and with
+    // --with-secrets each node's own secrets file.
+    let nodes: String = spec
+        .members()
+        .map(|(role, m)| format!("{} {}\n", m.name, role.as_str()))
+        .collect();
+    files.push(TarFile::bytes(
+        format!("{root}nodes"),
+        0o644,
+        nodes.into_bytes(),
+    ));
+    for (_, member) in spec.members() {
+        let mine = secrets.for_node(&spec, &member.name)?;
+        if options.with_secrets {
+            files.push(TarFile::bytes(
+                format!("{root}secrets/{}.secrets.toml", member.name),
+                0o600,
+                mine.to_toml().into_bytes(),
+            ));
+        }
+    }
     files.extend(signature_files(&root, &images, &options.recipes)?);
     files.extend(bundle::merged_layout(&format!("{root}images/"), &images));
 

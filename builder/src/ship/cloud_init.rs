@@ -1,7 +1,8 @@
-//! `#cloud-config` user-data per role, from `cloud-init/node.yaml.j2`: one
-//! file for every node of a role (each node learns who it is from the
-//! metadata service), with the cluster spec and the role's secrets inside,
-//! the image pinned by digest, and within Hetzner's 32 KiB limit.
+//! `#cloud-config` user-data from `cloud-init/node.yaml.j2`: one file per
+//! node (it carries that node's own TLS key, which no other node gets), with
+//! the cluster spec and the node's secrets inside, the image pinned by
+//! digest, a host firewall for the cluster's ports, and within Hetzner's
+//! 32 KiB limit. Bundles render it per role, without secrets.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
 use crate::cluster::secrets::Secrets;
-use crate::cluster::{ClusterSpec, Role};
+use crate::cluster::{ClusterSpec, Member, Role};
 
 /// Hetzner's limit on `user_data`, after any encoding.
 pub const USER_DATA_LIMIT: usize = 32 * 1024;
@@ -59,6 +60,12 @@ pub enum ImageSource<'a> {
 #[derive(Serialize)]
 struct Context<'a> {
     role: &'a str,
+    /// The node the file is for; None for a bundle's per-role file.
+    node: Option<&'a str>,
+    cidr: &'a str,
+    /// The cluster's ports on this role's hosts, admitted by the host
+    /// firewall only from `cidr` (and loopback).
+    firewall_ports: Vec<u16>,
     cluster: &'a str,
     image: String,
     /// Set for bundle installs: the image IDs the unit accepts.
@@ -99,23 +106,52 @@ pub fn built_digest(images: &Path, role: &str) -> Result<String, CloudInitError>
         .ok_or_else(not_built)
 }
 
-/// The user-data for every node of `role`. `include_secrets` false leaves
-/// the role's secrets out (they are still checked to be complete).
+/// Which user-data to write.
+pub enum Target<'a> {
+    /// One node's, with its secrets inside.
+    Node(&'a Member),
+    /// Every node of a role (bundles): no secrets inside, they reach each
+    /// node as its own file (they are still checked to be complete).
+    Role(Role),
+}
+
+/// The cluster's ports a role's hosts listen on (the firewall's list).
+fn role_ports(spec: &ClusterSpec, role: Role) -> Vec<u16> {
+    let p = &spec.ports;
+    match role {
+        Role::Db => vec![p.postgres, p.patroni, p.etcd_client, p.etcd_peer],
+        Role::Haproxy => vec![
+            p.haproxy_primary,
+            p.haproxy_replicas,
+            p.haproxy_stats,
+            p.pgbouncer,
+        ],
+    }
+}
+
 pub fn render(
     spec: &ClusterSpec,
     spec_text: &str,
-    role: Role,
+    target: Target,
     secrets: &Secrets,
     image: &ImageSource,
-    include_secrets: bool,
     template: &Path,
 ) -> Result<String, CloudInitError> {
+    let (role, node) = match &target {
+        Target::Node(member) => {
+            let (role, _) = spec
+                .member_by_name(&member.name)
+                .expect("the member is the spec's own");
+            (role, Some(*member))
+        }
+        Target::Role(role) => (*role, None),
+    };
     let name = role.as_str();
     // The same checks a node makes at boot, so nothing incomplete ships.
-    let view_member = match role {
+    let view_member = node.or(match role {
         Role::Db => spec.db_members.first(),
         Role::Haproxy => spec.haproxy_members.first(),
-    };
+    });
     if let Some(member) = view_member {
         crate::agent::render::NodeView::build(
             spec,
@@ -141,9 +177,15 @@ pub fn render(
             dir,
         } => (reference.to_string(), Some(*ids), Some(*dir)),
     };
-    let role_secrets = secrets.for_role(name).to_toml();
+    let node_secrets = match node {
+        Some(member) => Some(secrets.for_node(spec, &member.name)?.to_toml()),
+        None => None,
+    };
     let context = Context {
         role: name,
+        node: node.map(|m| m.name.as_str()),
+        cidr: &spec.cluster.cidr,
+        firewall_ports: role_ports(spec, role),
         cluster: &spec.cluster.name,
         image,
         bundle_image_ids,
@@ -152,7 +194,7 @@ pub fn render(
         data_dir: &spec.hosts.data_dir,
         allow_root_disk: spec.hosts.allow_root_disk,
         cluster_toml_gz: gzip_base64(spec_text.as_bytes()),
-        secrets_gz: include_secrets.then(|| gzip_base64(role_secrets.as_bytes())),
+        secrets_gz: node_secrets.map(|text| gzip_base64(text.as_bytes())),
     };
     let source = std::fs::read_to_string(template).map_err(|err| CloudInitError::Template {
         path: template.display().to_string(),
@@ -170,7 +212,7 @@ pub fn render(
             path: template.display().to_string(),
             err: err.to_string(),
         })?;
-    fit(name, text, &context)
+    fit(node.map_or(name, |m| m.name.as_str()), text, &context)
 }
 
 /// As is when it fits; else gzip + base64 on one line (cloud-init on
@@ -217,6 +259,9 @@ mod tests {
     fn context(secrets: usize) -> Context<'static> {
         Context {
             role: "db",
+            node: None,
+            cidr: "10.0.0.0/16",
+            firewall_ports: vec![5432],
             cluster: "t",
             image: "r/db@sha256:x".into(),
             bundle_image_ids: None,

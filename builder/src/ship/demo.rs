@@ -50,11 +50,13 @@ impl Demo {
         self.state_dir.join("pgpass")
     }
 
-    /// The exact line that connects through PgBouncer on proxy-1.
+    /// The exact line that connects through PgBouncer on proxy-1, over
+    /// TLS with the server checked against the demo's CA.
     pub fn psql_line(&self, port: u16) -> String {
         format!(
-            "PGPASSFILE={} psql \"host=127.0.0.1 port={port} dbname={APP} user={APP}\"",
+            "PGPASSFILE={} psql \"host=127.0.0.1 port={port} dbname={APP} user={APP} sslmode=verify-full sslrootcert={}\"",
             shell_word(&absolute(&self.pgpass()).display().to_string()),
+            absolute(&self.state_dir.join("ca.crt")).display()
         )
     }
 
@@ -212,17 +214,30 @@ fn write_state(options: &UpOptions) -> anyhow::Result<()> {
         .password
         .clone()
         .context("generated secrets without the app password")?;
-    let files = [
-        ("cluster.secrets.toml", secrets.to_toml()),
-        ("db.secrets.toml", secrets.for_role("db").to_toml()),
-        ("proxy.secrets.toml", secrets.for_role("haproxy").to_toml()),
+    let mut files = vec![
+        ("cluster.secrets.toml".to_string(), secrets.to_toml()),
         (
-            "pgpass",
+            "pgpass".to_string(),
             format!("127.0.0.1:{}:{APP}:{APP}:{password}\n", options.port),
         ),
     ];
+    // Each node its own folder (mounted as its /etc/nodeimg): the spec and
+    // its own secrets, never another node's key or the CA's.
+    for (_, member) in spec.members() {
+        let mine = secrets.for_node(&spec, &member.name)?;
+        let node = format!("nodes/{}", member.name);
+        files.push((format!("{node}/secrets.toml"), mine.to_toml()));
+        files.push((format!("{node}/cluster.toml"), spec_text(options)));
+    }
+    let ca = dir.join("ca.crt");
+    write_atomic(&ca, secrets.tls()?.trusted_bundle().as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", ca.display()))?;
     for (name, text) in files {
         let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
         write_atomic(&path, text.as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -234,7 +249,6 @@ fn run_node(
     node: &str,
     host: u8,
     image: &str,
-    secrets: &str,
     extra: &[String],
 ) -> anyhow::Result<()> {
     let demo = &options.demo;
@@ -266,16 +280,16 @@ fn run_node(
     args.push(format!("NODEIMG_PRIVATE_IP={ip}"));
     args.extend(["-e".into(), format!("NODEIMG_NODE_NAME={node}")]);
     args.extend([
+        // The node's folder, not single files: a secrets file replaced by
+        // `nodeimg secrets for-node` (a rotation) is what the node reads on
+        // `docker kill --signal HUP`.
         "-v".into(),
         format!(
-            "{}:/etc/nodeimg/cluster.toml:ro",
-            state.join("cluster.toml").display()
+            "{}:/etc/nodeimg:ro",
+            state.join("nodes").join(node).display()
         ),
-        "-v".into(),
-        format!(
-            "{}:/run/secrets/nodeimg.toml:ro",
-            state.join(secrets).display()
-        ),
+        "-e".into(),
+        "NODEIMG_SECRETS=/etc/nodeimg/secrets.toml".into(),
     ]);
     args.extend(extra.iter().cloned());
     args.push(image.to_string());
@@ -331,7 +345,7 @@ pub fn up(options: &UpOptions) -> anyhow::Result<()> {
         )?;
         for (node, host) in DB_NODES {
             let volumes = db_volumes(demo, node)?;
-            run_node(options, node, host, &db_image, "db.secrets.toml", &volumes)?;
+            run_node(options, node, host, &db_image, &volumes)?;
         }
         for (node, host) in PROXY_NODES {
             let publish = if node == PROXY_NODES[0].0 {
@@ -339,14 +353,7 @@ pub fn up(options: &UpOptions) -> anyhow::Result<()> {
             } else {
                 Vec::new()
             };
-            run_node(
-                options,
-                node,
-                host,
-                &proxy_image,
-                "proxy.secrets.toml",
-                &publish,
-            )?;
+            run_node(options, node, host, &proxy_image, &publish)?;
         }
         wait_healthy(demo, options.ip(PROXY_NODES[0].1), options.timeout)
     })();
@@ -419,7 +426,9 @@ fn pgbouncer_answers(demo: &Demo, proxy: Ipv4Addr) -> bool {
     let Ok((_, password)) = demo.login() else {
         return false;
     };
-    let conninfo = format!("host={proxy} port=6432 dbname={APP} user={APP} connect_timeout=3");
+    let conninfo = format!(
+        "host={proxy} port=6432 dbname={APP} user={APP} connect_timeout=3 sslmode=verify-full sslrootcert=/run/nodeimg/tls/ca.crt"
+    );
     // The password reaches docker through its environment, not its argv.
     Command::new("docker")
         .args(["exec", "-e", "PGPASSWORD", &demo.container("db-1")])
@@ -582,13 +591,15 @@ pub fn down(demo: &Demo) -> anyhow::Result<Removed> {
     for network in &removed.networks {
         docker(&["network", "rm", network])?;
     }
-    for name in [
-        "cluster.toml",
-        "cluster.secrets.toml",
-        "db.secrets.toml",
-        "proxy.secrets.toml",
-        "pgpass",
-    ] {
+    for (node, _) in DB_NODES.iter().chain(PROXY_NODES.iter()) {
+        let dir = demo.state_dir.join("nodes").join(node);
+        for name in ["cluster.toml", "secrets.toml"] {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let _ = std::fs::remove_dir(demo.state_dir.join("nodes"));
+    for name in ["cluster.toml", "cluster.secrets.toml", "pgpass", "ca.crt"] {
         let _ = std::fs::remove_file(demo.state_dir.join(name));
     }
     let _ = std::fs::remove_dir(&demo.state_dir);
@@ -643,7 +654,7 @@ mod tests {
     fn the_psql_line_quotes_the_pgpass_path() {
         assert_eq!(
             options().demo.psql_line(6432),
-            "PGPASSFILE='/tmp/x y/demo/pgpass' psql \"host=127.0.0.1 port=6432 dbname=app user=app\""
+            "PGPASSFILE='/tmp/x y/demo/pgpass' psql \"host=127.0.0.1 port=6432 dbname=app user=app sslmode=verify-full sslrootcert=/tmp/x y/demo/ca.crt\""
         );
     }
 }

@@ -7,7 +7,7 @@ set -eu
 
 usage() {
     cat <<'EOF'
-Usage: sh install.sh [--role ROLE] [--secrets FILE] [--root DIR] [--no-start]
+Usage: sh install.sh [--node NAME | --role ROLE] [--secrets FILE] [--root DIR] [--no-start]
        sh install.sh --load-only
        sh install.sh --verify-only
 
@@ -17,11 +17,13 @@ each loaded image ID, then installs the role's files (the cluster spec,
 the systemd unit, host settings) and runs the role's setup, which starts
 the node's unit.
 
-  --role ROLE      db or haproxy; needed when the bundle holds several roles
-  --secrets FILE   the role's secrets (nodeimg secrets for-role ROLE), copied
+  --node NAME      the node this host is (its role comes from the bundle's
+                   nodes file; a bundle made --with-secrets gives its secrets)
+  --role ROLE      db or haproxy, when --node is not given
+  --secrets FILE   the node's secrets (nodeimg secrets for-node NAME), copied
                    to /etc/nodeimg/secrets.toml with mode 0600; not needed
-                   when the bundle was made --with-secrets or the file is
-                   already in place
+                   with --node on a bundle made --with-secrets, or when the
+                   file is already in place
   --root DIR       install the files under DIR instead of / (implies --no-start)
   --no-start       install the files, do not run the setup
   --load-only      verify and load the images, install nothing
@@ -35,9 +37,11 @@ die() {
     exit 1
 }
 
-role= secrets= root=/ start=yes load=yes install=yes
+node= role= secrets= root=/ start=yes load=yes install=yes
 while [ $# -gt 0 ]; do
     case $1 in
+        --node) [ $# -ge 2 ] || die "--node needs a name"; node=$2; shift 2 ;;
+        --node=*) node=${1#*=}; shift ;;
         --role) [ $# -ge 2 ] || die "--role needs a value"; role=$2; shift 2 ;;
         --role=*) role=${1#*=}; shift ;;
         --secrets) [ $# -ge 2 ] || die "--secrets needs a file"; secrets=$2; shift 2 ;;
@@ -72,6 +76,15 @@ echo "all files match SHA256SUMS" >&2
 # 2. Which role, and its secrets, before anything changes.
 if [ "$install" = yes ]; then
     roles=$(cut -d' ' -f1 roles | tr '\n' ' ')
+    if [ -n "$node" ]; then
+        line=$(grep "^$node " nodes) || die "no node $node in this bundle (it holds: $(cut -d' ' -f1 nodes | tr '\n' ' '))"
+        node_role=${line#* }
+        [ -z "$role" ] || [ "$role" = "$node_role" ] || die "$node is a $node_role node, not a $role node"
+        role=$node_role
+        if [ -z "$secrets" ] && [ -f "secrets/$node.secrets.toml" ]; then
+            secrets=$(pwd)/secrets/$node.secrets.toml
+        fi
+    fi
     if [ -z "$role" ]; then
         [ "$(wc -l <roles)" -eq 1 ] || die "this bundle holds the roles: ${roles}- pass --role ROLE"
         role=$(cut -d' ' -f1 roles)
@@ -79,7 +92,7 @@ if [ "$install" = yes ]; then
     grep -q "^$role " roles || die "no role $role in this bundle (it holds: $roles)"
     if [ -z "$secrets" ] && [ ! -f "host/$role/root/etc/nodeimg/secrets.toml" ] \
         && [ ! -s "$root/etc/nodeimg/secrets.toml" ]; then
-        die "no secrets for the $role node: pass --secrets FILE (made by: nodeimg secrets for-role $role), or make the bundle --with-secrets"
+        die "no secrets for this $role node: pass --secrets FILE (made by: nodeimg secrets for-node NAME), or make the bundle --with-secrets and pass --node NAME"
     fi
     if [ "$start" = yes ] && ! command -v systemctl >/dev/null; then
         die "systemd is not running here: use --no-start, then start the container as host/$role/root/etc/systemd/system/nodeimg.service does"
