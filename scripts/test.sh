@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# git: the fresh-clone test of scripts/setup.sh; gpg/gpgv: the OpenPGP interoperability tests; dpkg: version ordering is
+# git: the fresh-clone test of scripts/setup.sh; nft: the host firewall
+# the user-data installs is loaded for real; curl: the security tests; gpg/gpgv: the OpenPGP interoperability tests; dpkg: version ordering is
 # checked against dpkg itself; xz-utils: fixture tooling; skopeo and umoci
 # validate the OCI layouts; binutils strips the agent the tests lay into images; psql is the
 # client of the end-to-end cluster test; docker (already running on CI) loads them;
@@ -15,7 +16,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # unshare (util-linux) cuts the bundle installer off the network; podman
 # loads a bundle as Docker does.
 need=()
-for tool in git gpg gpgv dpkg xz skopeo umoci strip psql docker-registry htpasswd unshare openssl podman; do
+for tool in git gpg gpgv dpkg xz skopeo umoci strip psql docker-registry htpasswd unshare openssl podman nft curl; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # The SCRAM test starts its own PostgreSQL server (initdb in a temp dir).
@@ -26,7 +27,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     as_root mkdir -p /etc/postgresql-common/createcluster.d
     echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/nodeimg-tests.conf >/dev/null
     as_root apt-get -o DPkg::Lock::Timeout=600 update
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git nftables curl gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman
 fi
 
 cargo fmt --all -- --check

@@ -81,8 +81,14 @@ fn digest_of(role: &str) -> String {
 #[test]
 fn user_data_passes_cloud_init_schema_and_says_what_the_node_needs() {
     let generated = generate();
-    for role in ["db", "haproxy"] {
-        let path = generated.work.join(format!("out/cloud-init/{role}.yaml"));
+    // One file per node: each carries that node's own key.
+    let written: Vec<String> = std::fs::read_dir(generated.work.join("out/cloud-init"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written.len(), 5, "{written:?}");
+    for (node, role) in [("db-postgres-01", "db"), ("haproxy-01", "haproxy")] {
+        let path = generated.work.join(format!("out/cloud-init/{node}.yaml"));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.starts_with("#cloud-config\n"),
@@ -91,7 +97,7 @@ fn user_data_passes_cloud_init_schema_and_says_what_the_node_needs() {
         assert!(text.len() <= 32 * 1024, "{role}: {} bytes", text.len());
         let checked = in_host(
             path.parent().unwrap(),
-            &format!("cloud-init schema --config-file /seed/{role}.yaml"),
+            &format!("cloud-init schema --config-file /seed/{node}.yaml"),
         );
         let said = String::from_utf8_lossy(&checked.stdout).to_string()
             + &String::from_utf8_lossy(&checked.stderr);
@@ -115,6 +121,15 @@ fn user_data_passes_cloud_init_schema_and_says_what_the_node_needs() {
         );
         assert!(text.contains("[ docker.io, \"26.1.5+dfsg1-9+deb13u1\" ]"));
         assert!(text.contains("ExecStart=/usr/bin/docker run --rm --name nodeimg --network host"));
+        assert!(text.contains(&format!("# nodeimg {role} node {node} of cluster keybuzz-pg17")));
+        // A rotated secrets file is read on `systemctl reload`.
+        assert!(text.contains("-v /etc/nodeimg:/etc/nodeimg:ro"));
+        assert!(text.contains("ExecReload=/usr/bin/docker kill --signal HUP nodeimg"));
+        // The host firewall: the role's ports from the private network only.
+        let ports = if role == "db" { "5432, 8008, 2379, 2380" } else { "5000, 5001, 7000, 6432" };
+        assert!(text.contains(&format!("tcp dport {{ {ports} }} drop")), "{role}");
+        assert!(text.contains("ip saddr 10.0.0.0/16 accept"));
+        assert!(text.contains("[ systemctl, enable, --now, nodeimg-firewall.service ]"));
         assert!(text.contains("Restart=always"));
         assert!(
             text.contains("vm.overcommit_memory = 2") && text.contains("vm.overcommit_ratio = 90")
@@ -157,6 +172,7 @@ fn real_cloud_init_writes_the_files_and_a_db_node_without_volume_stops() {
              echo '--- cluster'; cat /etc/nodeimg/cluster.toml; \
              echo '--- secrets'; ls -l /etc/nodeimg/secrets.toml; cat /etc/nodeimg/secrets.toml; \
              echo '--- unit'; cat /etc/systemd/system/nodeimg.service; \
+             echo '--- firewall'; cat /etc/nodeimg/firewall.nft; \
              echo '--- volume'; if [ -x /usr/local/sbin/nodeimg-prepare-volume ]; then /usr/local/sbin/nodeimg-prepare-volume; echo \"status $?\"; fi",
         );
         let out = String::from_utf8_lossy(&output.stdout).to_string();
@@ -174,6 +190,22 @@ fn real_cloud_init_writes_the_files_and_a_db_node_without_volume_stops() {
         let secrets = section("secrets");
         assert!(secrets.starts_with("-rw-------"), "{role}: {secrets}");
         assert!(secrets.contains("scram = \"SCRAM-SHA-256$4096:"));
+        // The node's own key and certificate, the CA certificate; never the
+        // CA key or another node's key.
+        assert_eq!(secrets.matches("BEGIN PRIVATE KEY").count(), 1, "{role}");
+        assert!(secrets.contains(&format!("[tls.nodes.{node}]")), "{secrets}");
+        assert!(!secrets.contains("ca_key"), "the CA key reached {node}");
+        // The firewall script nftables really loads (in a namespace of its own).
+        let fw = generated.work.join(format!("{node}.nft"));
+        std::fs::write(&fw, section("firewall")).unwrap();
+        let loaded = Command::new("unshare")
+            .args(["--net", "sh", "-c"])
+            .arg(format!("nft -f {} && nft list table inet nodeimg", fw.display()))
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&loaded.stdout);
+        assert!(loaded.status.success(), "{role}: {}", String::from_utf8_lossy(&loaded.stderr));
+        assert!(listing.contains("ip saddr 10.0.0.0/16 accept") && listing.contains("drop"), "{listing}");
         if role == "db" {
             assert!(secrets.contains("superuser_password"));
             // No Hetzner volume in a container: the node refuses, loudly.
@@ -240,6 +272,11 @@ fn mistakes_are_refused_before_anything_is_written() {
     std::fs::write(
         work.join("partial.toml"),
         "superuser_password = \"a-long-enough-secret\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        work.join("partial.toml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
     assert!(attempt("cluster.toml", "partial.toml", &images).contains("replication_password"));

@@ -88,7 +88,7 @@ pub enum SecretsError {
         "the secrets hold no TLS material ([tls]): every connection of the cluster is TLS; run `nodeimg secrets rotate` on the full secrets file (it adds the CA and node certificates), then give each node its file (`nodeimg secrets for-node`)"
     )]
     NoTls,
-    #[error("{0}")]
+    #[error(transparent)]
     Pki(#[from] PkiError),
     #[error("cannot generate the secrets: {0}")]
     Generate(String),

@@ -27,7 +27,7 @@ pub enum CloudInitError {
         "[images] {role} is not set in the cluster spec: name the registry repository the {role} nodes pull from (e.g. registry.example.com/nodeimg/{role})"
     )]
     NoRepository { role: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Secrets(#[from] crate::cluster::secrets::SecretsError),
     #[error("template {path}: {err}")]
     Template { path: String, err: String },
