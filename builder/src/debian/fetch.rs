@@ -52,6 +52,9 @@ pub struct Fetcher {
     agent: ureq::Agent,
     attempts: u32,
     first_backoff: Duration,
+    /// Where snapshot archives are (`debian::snapshot`): files a mirror no
+    /// longer serves are asked there.
+    snapshot_base: String,
 }
 
 impl Fetcher {
@@ -69,7 +72,19 @@ impl Fetcher {
             agent: config.into(),
             attempts: attempts.max(1),
             first_backoff,
+            snapshot_base: crate::debian::snapshot::DEFAULT_BASE.to_string(),
         }
+    }
+
+    /// Another snapshot archive than snapshot.debian.org (an internal
+    /// mirror with the same layout, or a `file://` folder).
+    pub fn with_snapshot_base(mut self, base: &str) -> Fetcher {
+        self.snapshot_base = base.trim_end_matches('/').to_string();
+        self
+    }
+
+    pub fn snapshot_base(&self) -> &str {
+        &self.snapshot_base
     }
 
     pub fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {

@@ -8,4 +8,5 @@ pub mod fetch;
 pub mod relation;
 pub mod release;
 pub mod signature;
+pub mod snapshot;
 pub mod version;

@@ -109,6 +109,37 @@ impl Release {
     }
 }
 
+impl Release {
+    /// The Packages indexes a source of these `components` and `arch` is
+    /// read from, with their signed size and hash: one per component and
+    /// architecture (plus `all` when it has its own index), the smallest
+    /// variant. Err names a component without any.
+    pub fn package_indexes(
+        &self,
+        components: &[String],
+        arch: &str,
+    ) -> Result<Vec<(String, IndexFileHash)>, String> {
+        let mut indexes = Vec::new();
+        for component in components {
+            let mut arches = vec![arch];
+            if self.separate_all_index {
+                arches.push("all");
+            }
+            let before = indexes.len();
+            for index_arch in arches {
+                let base = format!("{component}/binary-{index_arch}/Packages");
+                if let Some((path, hash)) = self.pick_index(&base) {
+                    indexes.push((path, hash.clone()));
+                }
+            }
+            if indexes.len() == before {
+                return Err(component.clone());
+            }
+        }
+        Ok(indexes)
+    }
+}
+
 /// Parses an RFC 2822 date as written in Release files
 /// (`Sat, 12 Sep 2026 07:55:41 UTC`) into seconds since the epoch.
 pub fn parse_release_date(date: &str) -> Option<i64> {

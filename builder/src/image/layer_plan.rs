@@ -140,6 +140,7 @@ mod tests {
             recipe_sha256: String::new(),
             architecture: "amd64".into(),
             source_date_epoch: 0,
+            snapshot: None,
             content_sha256: String::new(),
             params: Default::default(),
             sources: vec![],

@@ -83,6 +83,8 @@ pub struct SourceIndex {
     pub signed_by: Vec<String>,
     /// Primary fingerprints of every key the recipe trusts for this source.
     pub trusted_keys: Vec<String>,
+    /// The archive's name in snapshot archives, if it has one.
+    pub snapshot_archive: Option<String>,
 }
 
 /// One installable package from an index.
@@ -185,43 +187,31 @@ impl IndexCache {
                     err,
                 })?;
             let (index, release) = self.load_release(source, &keyring)?;
-            for component in &source.components {
-                let mut arches = vec![arch.as_str()];
-                if release.separate_all_index {
-                    arches.push("all");
-                }
-                let mut found = false;
-                for index_arch in arches {
-                    let base = format!("{component}/binary-{index_arch}/Packages");
-                    let Some((path, hash)) = release.pick_index(&base) else {
-                        continue;
-                    };
-                    found = true;
-                    let compressed =
-                        self.packages_file(source, &release, &path, hash.size, &hash.sha256)?;
-                    let text =
-                        decompress(&path, &compressed).map_err(|message| IndexError::Corrupt {
-                            source_name: source.name.clone(),
-                            path: path.clone(),
-                            message,
-                        })?;
-                    parse_packages(&text, position, arch, &mut universe).map_err(|message| {
-                        IndexError::Corrupt {
-                            source_name: source.name.clone(),
-                            path: path.clone(),
-                            message,
-                        }
-                    })?;
-                }
-                if !found {
-                    return Err(IndexError::Release {
+            let indexes = release
+                .package_indexes(&source.components, arch)
+                .map_err(|component| IndexError::Release {
+                    source_name: source.name.clone(),
+                    url: self.inrelease_url(source),
+                    message: format!(
+                        "the signed Release lists no Packages index for component `{component}` and architecture `{arch}`: check components and recipe.architecture"
+                    ),
+                })?;
+            for (path, hash) in indexes {
+                let compressed =
+                    self.packages_file(source, &release, &path, hash.size, &hash.sha256)?;
+                let text =
+                    decompress(&path, &compressed).map_err(|message| IndexError::Corrupt {
                         source_name: source.name.clone(),
-                        url: self.inrelease_url(source),
-                        message: format!(
-                            "the signed Release lists no Packages index for component `{component}` and architecture `{arch}`: check components and recipe.architecture"
-                        ),
-                    });
-                }
+                        path: path.clone(),
+                        message,
+                    })?;
+                parse_packages(&text, position, arch, &mut universe).map_err(|message| {
+                    IndexError::Corrupt {
+                        source_name: source.name.clone(),
+                        path: path.clone(),
+                        message,
+                    }
+                })?;
             }
             universe.sources.push(index);
         }
@@ -254,6 +244,12 @@ impl IndexCache {
     /// Where verified InRelease files are kept by their SHA-256.
     pub fn inrelease_dir(&self) -> PathBuf {
         self.dir.join(crate::lock::index_store::DIR)
+    }
+
+    /// Where the Packages indexes are kept by their SHA-256, compressed as
+    /// served.
+    pub fn packages_dir(&self) -> PathBuf {
+        crate::lock::index_store::packages_dir(&self.dir)
     }
 
     fn load_release(
@@ -367,6 +363,7 @@ impl IndexCache {
             date_epoch: release.date.as_deref().and_then(parse_release_date),
             signed_by: verified.signers.clone(),
             trusted_keys: keyring.fingerprints(),
+            snapshot_archive: source.snapshot_archive(),
         };
         Ok((index, release))
     }
@@ -382,7 +379,7 @@ impl IndexCache {
         size: u64,
         sha256: &str,
     ) -> Result<Vec<u8>, IndexError> {
-        let cached_path = self.dir.join("blobs").join("sha256").join(sha256);
+        let cached_path = self.packages_dir().join(sha256);
         if let Ok(bytes) = std::fs::read(&cached_path) {
             if hex::encode(Sha256::digest(&bytes)) == sha256 {
                 return Ok(bytes);
@@ -445,7 +442,9 @@ fn now_epoch() -> i64 {
         .unwrap_or(0)
 }
 
-fn decompress(path: &str, bytes: &[u8]) -> Result<String, String> {
+/// The text of a Packages index, compressed as its `path` says (`.xz`,
+/// `.gz` or plain).
+pub fn decompress(path: &str, bytes: &[u8]) -> Result<String, String> {
     let mut text = String::new();
     let result = if path.ends_with(".xz") {
         liblzma::read::XzDecoder::new(bytes).read_to_string(&mut text)

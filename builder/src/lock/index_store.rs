@@ -12,6 +12,22 @@ use thiserror::Error;
 /// The folder, beside a lock or in a bundle, holding the InRelease files.
 pub const DIR: &str = "inrelease";
 
+/// The folder, beside `DIR` (in the cache and in bundles), holding the
+/// Packages indexes the InRelease files sign, by SHA-256, compressed as
+/// the archive served them. Not committed: see docs/architecture.md.
+pub const PACKAGES_DIR: &str = "packages";
+
+/// `<root>/packages`: the Packages indexes kept under `root` (a cache, or
+/// a bundle's `signatures/`).
+pub fn packages_dir(root: &Path) -> PathBuf {
+    root.join(PACKAGES_DIR)
+}
+
+/// The first of `dirs` holding a file named `sha256`.
+pub fn find(dirs: &[PathBuf], sha256: &str) -> Option<PathBuf> {
+    dirs.iter().map(|d| d.join(sha256)).find(|p| p.is_file())
+}
+
 #[derive(Debug, Error)]
 #[error("cannot write {path}: {err}")]
 pub struct KeepError {

@@ -24,7 +24,13 @@ use crate::lock::index::SourceIndex;
 use crate::lock::recipe::LoadedRecipe;
 use crate::lock::resolve::{RECIPE, Resolution};
 
-pub const LOCK_VERSION: u32 = 1;
+/// The lock format written. Version 2 added `snapshot` and each source's
+/// `snapshot_archive`; version 1 locks are still read (without a snapshot
+/// to fall back to).
+pub const LOCK_VERSION: u32 = 2;
+
+/// The oldest lock format still read.
+pub const OLDEST_LOCK_VERSION: u32 = 1;
 
 #[derive(Debug, Error)]
 pub enum LockError {
@@ -62,6 +68,14 @@ pub struct Lock {
     /// Newest signed Release date of the sources: the timestamp builds
     /// stamp into images, so rebuilding never depends on the clock.
     pub source_date_epoch: i64,
+    /// When (`YYYYMMDDTHHMMSSZ`, UTC) a snapshot archive holds every
+    /// package of the lock: `fetch` and `build` download a `.deb` the
+    /// mirror no longer serves from `<snapshot base>/archive/<the source's
+    /// snapshot_archive>/<snapshot>/<path>`. Set at lock time to half a day
+    /// after the newest signed Release (`debian::snapshot`). None in
+    /// version 1 locks and when no source has a snapshot archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// SHA-256 of the sources, packages and exclusions below, so a hand
     /// edit is detected instead of silently built.
     pub content_sha256: String,
@@ -89,6 +103,10 @@ pub struct LockedSource {
     pub signed_by: Vec<String>,
     /// Fingerprints of every key the recipe trusts for this source.
     pub trusted_keys: Vec<String>,
+    /// The archive's name in snapshot archives (`debian`,
+    /// `debian-security`); None when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_archive: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +138,9 @@ pub struct ExcludedPackage {
 /// The part of the lock covered by `content_sha256`.
 #[derive(Serialize)]
 struct Content<'a> {
+    /// Left out when unset, so version 1 locks keep their checksum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot: Option<&'a str>,
     source: &'a [LockedSource],
     package: &'a [LockedPackage],
     excluded: &'a [ExcludedPackage],
@@ -142,6 +163,7 @@ impl Lock {
                 date: s.date.clone().unwrap_or_default(),
                 signed_by: s.signed_by.clone(),
                 trusted_keys: s.trusted_keys.clone(),
+                snapshot_archive: s.snapshot_archive.clone(),
             })
             .collect();
         let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
@@ -174,6 +196,14 @@ impl Lock {
         // Epoch + 1 s rather than 0 when no source has a date: some
         // programs treat a zero mtime as "unset".
         let source_date_epoch = sources_epoch(sources.as_slice()).unwrap_or(1);
+        let snapshot = sources
+            .iter()
+            .any(|s| s.snapshot_archive.is_some())
+            .then(|| {
+                crate::debian::snapshot::timestamp(
+                    source_date_epoch + crate::debian::snapshot::AFTER_NEWEST_RELEASE,
+                )
+            });
         let mut lock = Lock {
             lock_version: LOCK_VERSION,
             recipe: recipe
@@ -184,6 +214,7 @@ impl Lock {
             recipe_sha256: recipe.checksum.clone(),
             architecture: recipe.recipe.recipe.architecture.clone(),
             source_date_epoch,
+            snapshot,
             content_sha256: String::new(),
             params: recipe.params.clone(),
             sources,
@@ -204,6 +235,7 @@ impl Lock {
 
     fn compute_content_sha256(&self) -> String {
         let content = Content {
+            snapshot: self.snapshot.as_deref(),
             source: &self.sources,
             package: &self.packages,
             excluded: &self.excluded,
@@ -241,10 +273,17 @@ impl Lock {
 
     /// Checks what a hand edit could break, most specific problem first.
     fn validate(&self) -> Result<(), String> {
-        if self.lock_version != LOCK_VERSION {
+        if !(OLDEST_LOCK_VERSION..=LOCK_VERSION).contains(&self.lock_version) {
             return Err(format!(
-                "lock_version {} is not supported (this nodeimg reads version {LOCK_VERSION})",
+                "lock_version {} is not supported (this nodeimg reads versions {OLDEST_LOCK_VERSION} to {LOCK_VERSION})",
                 self.lock_version
+            ));
+        }
+        if let Some(snapshot) = &self.snapshot
+            && !crate::debian::snapshot::is_timestamp(snapshot)
+        {
+            return Err(format!(
+                "snapshot = {snapshot:?} is not a YYYYMMDDTHHMMSSZ timestamp"
             ));
         }
         let sources: BTreeSet<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();

@@ -35,6 +35,13 @@ pub enum PackageError {
         "package {name} {version} is not in the cache and --offline forbids downloading it: run `nodeimg fetch` on a connected machine first"
     )]
     NotCached { name: String, version: String },
+    #[error("package {name} {version}: the mirror no longer serves it ({url}: HTTP 404) and {why}")]
+    Gone {
+        name: String,
+        version: String,
+        url: String,
+        why: String,
+    },
     #[error("package {name}: the lock names source `{source_name}`, which it does not list")]
     UnknownSource { name: String, source_name: String },
     #[error("cache {path}: {source}")]
@@ -89,11 +96,18 @@ impl PackageCache {
             });
         }
         let url = url_of(lock, package)?;
-        let bytes = self.fetcher.get(&url).map_err(|err| PackageError::Fetch {
+        let fetch_error = |err| PackageError::Fetch {
             name: package.name.clone(),
             version: package.version.clone(),
             err,
-        })?;
+        };
+        let (bytes, url) = match self.fetcher.get(&url) {
+            Ok(bytes) => (bytes, url),
+            // Superseded versions leave the mirror (the security archive
+            // drops them): the snapshot archive keeps them.
+            Err(FetchError::NotFound { .. }) => self.get_from_snapshot(lock, package, url)?,
+            Err(err) => return Err(fetch_error(err)),
+        };
         if let Err((actual, actual_size)) = verify(package, &bytes) {
             return Err(PackageError::Mismatch {
                 package: format!("{} {}", package.name, package.version),
@@ -115,6 +129,57 @@ impl PackageCache {
             bytes.len()
         );
         Ok(bytes)
+    }
+
+    /// The package from the snapshot archive at the lock's timestamp, and
+    /// the URL it came from (checked like any download by the caller).
+    fn get_from_snapshot(
+        &self,
+        lock: &Lock,
+        package: &LockedPackage,
+        mirror_url: String,
+    ) -> Result<(Vec<u8>, String), PackageError> {
+        let gone = |why: String| PackageError::Gone {
+            name: package.name.clone(),
+            version: package.version.clone(),
+            url: mirror_url.clone(),
+            why,
+        };
+        let archive = lock
+            .sources
+            .iter()
+            .find(|s| s.name == package.source)
+            .and_then(|s| s.snapshot_archive.as_deref());
+        let (Some(timestamp), Some(archive)) = (lock.snapshot.as_deref(), archive) else {
+            return Err(gone(format!(
+                "the lock names no snapshot archive to take it from (lock_version {} or a source without one): re-lock with `nodeimg lock` (a version 2 lock records a snapshot), or give the .deb with `nodeimg fetch --from-dir`",
+                lock.lock_version
+            )));
+        };
+        let url = crate::debian::snapshot::url(
+            self.fetcher.snapshot_base(),
+            archive,
+            timestamp,
+            &package.path,
+        );
+        match self.fetcher.get(&url) {
+            Ok(bytes) => {
+                tracing::info!(
+                    "{} {}: not on the mirror any more (404); taken from {url}",
+                    package.name,
+                    package.version
+                );
+                Ok((bytes, url))
+            }
+            Err(FetchError::NotFound { .. }) => Err(gone(format!(
+                "neither does the snapshot archive ({url}: HTTP 404): check --snapshot-url / $NODEIMG_SNAPSHOT_URL"
+            ))),
+            Err(err) => Err(PackageError::Fetch {
+                name: package.name.clone(),
+                version: package.version.clone(),
+                err,
+            }),
+        }
     }
 
     /// Puts bytes from elsewhere (a folder of .debs) in the cache if they

@@ -121,6 +121,24 @@ pub struct Source {
     /// (e.g. `pg_major != "17"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// The archive's name in snapshot archives (`debian`,
+    /// `debian-security`), where a locked `.deb` the mirror stopped serving
+    /// is fetched from. Default: the name for Debian's own mirrors
+    /// (`debian::snapshot::debian_archive_name`), none for others; `""`
+    /// for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_archive: Option<String>,
+}
+
+impl Source {
+    /// The archive's name in snapshot archives, if it has one.
+    pub fn snapshot_archive(&self) -> Option<String> {
+        match &self.snapshot_archive {
+            Some(name) if name.is_empty() => None,
+            Some(name) => Some(name.clone()),
+            None => crate::debian::snapshot::debian_archive_name(&self.url),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -423,6 +441,16 @@ fn validate(recipe: &Recipe) -> Result<(), String> {
         if source.components.is_empty() {
             return Err(format!(
                 "source `{}`: components is empty (e.g. [\"main\"])",
+                source.name
+            ));
+        }
+        if let Some(name) = &source.snapshot_archive
+            && !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(format!(
+                "source `{}`: snapshot_archive = {name:?}: give the archive's name in the snapshot archive (`debian`, `debian-security`), or \"\" for none",
                 source.name
             ));
         }

@@ -28,6 +28,14 @@ pub struct Pkg {
     pub conflicts: String,
     pub breaks: String,
     pub priority: String,
+    /// Serve a real `.deb` (control and data archives, readable by
+    /// `nodeimg build` and dpkg-deb) instead of stand-in bytes.
+    pub real: bool,
+    /// Files of a real `.deb`'s data archive: path and content.
+    pub files: Vec<(String, String)>,
+    /// Pool folder below `pool/` (`main`, or `updates/main` as the
+    /// security archive has it).
+    pub pool: String,
 }
 
 impl Pkg {
@@ -64,21 +72,119 @@ impl Pkg {
         self.arch = arch.into();
         self
     }
+    /// A real `.deb` holding `/usr/share/<name>/version` and `files`.
+    pub fn real(mut self, files: &[(&str, &str)]) -> Pkg {
+        self.real = true;
+        self.files = files
+            .iter()
+            .map(|(path, text)| (path.to_string(), text.to_string()))
+            .collect();
+        self
+    }
+    pub fn pool(mut self, pool: &str) -> Pkg {
+        self.pool = pool.into();
+        self
+    }
 
-    fn filename(&self) -> String {
+    pub fn filename(&self) -> String {
         let first = &self.name[..1];
         let version = self.version.replace(':', "%3a");
+        let pool = if self.pool.is_empty() {
+            "main"
+        } else {
+            &self.pool
+        };
         format!(
-            "pool/main/{first}/{}/{}_{version}_{}.deb",
+            "pool/{pool}/{first}/{}/{}_{version}_{}.deb",
             self.name, self.name, self.arch
         )
     }
 
-    /// Stand-in `.deb` bytes: locks never open them, but their size and
-    /// hash must be the real ones of the file the archive serves.
-    fn deb_bytes(&self) -> Vec<u8> {
-        format!("!<arch>\nnot a real deb: {} {}\n", self.name, self.version).into_bytes()
+    /// The `.deb` the archive serves: stand-in bytes (locks never open
+    /// them, but their size and hash are the real ones of the file), or a
+    /// real, reproducible package.
+    pub fn deb_bytes(&self) -> Vec<u8> {
+        if !self.real {
+            return format!("!<arch>\nnot a real deb: {} {}\n", self.name, self.version)
+                .into_bytes();
+        }
+        let mut control = format!(
+            "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: nodeimg tests <tests@example.invalid>\nInstalled-Size: 1\n",
+            self.name, self.version, self.arch
+        );
+        if !self.depends.is_empty() {
+            control.push_str(&format!("Depends: {}\n", self.depends));
+        }
+        control.push_str(&format!("Description: test package {}\n", self.name));
+        let mut data = vec![(
+            format!("usr/share/{}/version", self.name),
+            format!("{}\n", self.version),
+        )];
+        data.extend(self.files.iter().cloned());
+        let mut deb = b"!<arch>\n".to_vec();
+        for (name, bytes) in [
+            ("debian-binary", b"2.0\n".to_vec()),
+            (
+                "control.tar.gz",
+                tar_gz(&[("control".to_string(), control)]),
+            ),
+            ("data.tar.gz", tar_gz(&data)),
+        ] {
+            deb.extend_from_slice(
+                format!(
+                    "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                    0,
+                    0,
+                    0,
+                    "100644",
+                    bytes.len()
+                )
+                .as_bytes(),
+            );
+            deb.extend_from_slice(&bytes);
+            if bytes.len() % 2 == 1 {
+                deb.push(b'\n');
+            }
+        }
+        deb
     }
+}
+
+/// A gzip'd tar of `./<path>` files (and their folders), all stamped 0.
+fn tar_gz(files: &[(String, String)]) -> Vec<u8> {
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, _) in files {
+        let mut parent = Path::new(path).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(dir.to_path_buf());
+            parent = dir.parent();
+        }
+    }
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(size);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header
+    };
+    for dir in dirs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        tar.append_data(&mut h, Path::new(".").join(&dir), std::io::empty())
+            .unwrap();
+    }
+    for (path, text) in files {
+        let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64);
+        tar.append_data(&mut h, Path::new(".").join(path), text.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
 }
 
 pub struct Archive {
