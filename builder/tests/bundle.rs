@@ -94,19 +94,22 @@ database = "appdb"
     )
 }
 
-/// A folder with cluster.toml, the cluster's secrets and each role's part.
+/// The spec's one node of each role.
+fn node_of(role: &str) -> &'static str {
+    if role == "db" { "db-1" } else { "proxy-1" }
+}
+
+/// A folder with cluster.toml, the cluster's secrets and each node's own
+/// file (`<node>.secrets.toml`).
 fn inputs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cluster.toml"), spec()).unwrap();
     run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .args(["secrets", "init", "--cluster", "cluster.toml"])
         .current_dir(dir.path()));
-    for role in ["db", "haproxy"] {
-        run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
-            .args(["secrets", "for-role", role, "-o"])
-            .arg(format!("{role}.secrets.toml"))
-            .current_dir(dir.path()));
-    }
+    run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(["secrets", "for-node", "--all", "-o", "."])
+        .current_dir(dir.path()));
     dir
 }
 
@@ -241,22 +244,37 @@ fn a_bundle_is_reproducible_stores_shared_blobs_once_and_keeps_secrets_out() {
             .any(|w| w == needle.as_bytes())
     };
     assert!(!contains(&bytes, superuser));
+    assert!(!contains(&bytes, "PRIVATE KEY"), "no key of any node or CA");
     assert!(!root.join("host/db/root/etc/nodeimg/secrets.toml").exists());
+    assert!(!root.join("secrets").exists());
 
-    // With --with-secrets: each role's part, 0600 in the archive and on disk.
+    // With --with-secrets: each node's own file, 0600 in the archive and on
+    // disk, and never the CA's key.
     bundle(dir.path(), "secret.tar", &["--with-secrets"]);
     assert_eq!(mode(&dir.path().join("secret.tar")), 0o600);
-    let secret_root = extract(&dir.path().join("secret.tar"), &unpacked.path().join("s"));
-    let db_secrets = secret_root.join("host/db/root/etc/nodeimg/secrets.toml");
-    assert_eq!(mode(&db_secrets), 0o600);
+    let secret_bytes = std::fs::read(dir.path().join("secret.tar")).unwrap();
+    let ca_key = secrets["tls"]["ca_key"].as_str().unwrap();
     assert!(
-        std::fs::read_to_string(&db_secrets)
-            .unwrap()
-            .contains(superuser)
+        !contains(&secret_bytes, ca_key.lines().nth(1).unwrap()),
+        "the CA key is in a bundle"
+    );
+    let secret_root = extract(&dir.path().join("secret.tar"), &unpacked.path().join("s"));
+    let db_secrets = secret_root.join("secrets/db-1.secrets.toml");
+    assert_eq!(mode(&db_secrets), 0o600);
+    let db_text = std::fs::read_to_string(&db_secrets).unwrap();
+    assert!(db_text.contains(superuser));
+    assert_eq!(
+        db_text.matches("BEGIN PRIVATE KEY").count(),
+        1,
+        "its own key only"
+    );
+    assert!(db_text.contains("[tls.nodes.db-1]"));
+    assert_eq!(
+        std::fs::read_to_string(secret_root.join("nodes")).unwrap(),
+        "db-1 db\nproxy-1 haproxy\n"
     );
     let proxy_secrets =
-        std::fs::read_to_string(secret_root.join("host/haproxy/root/etc/nodeimg/secrets.toml"))
-            .unwrap();
+        std::fs::read_to_string(secret_root.join("secrets/proxy-1.secrets.toml")).unwrap();
 
     // The bundle's user-data (image loaded from the bundle, no package
     // installs) passes Debian trixie's cloud-init schema check.
@@ -329,12 +347,13 @@ fn the_installer_loads_and_installs_with_no_network_and_the_images_serve() {
     let mut installed = Vec::new();
     for role in ["db", "haproxy"] {
         let target = dir.path().join(format!("{role}-host"));
-        let secrets = dir.path().join(format!("{role}.secrets.toml"));
+        let secrets = dir.path().join(format!("{}.secrets.toml", node_of(role)));
+        // The role comes from the bundle's list of nodes.
         let output = install_offline(
             &root,
             &[
-                "--role",
-                role,
+                "--node",
+                node_of(role),
                 "--root",
                 target.to_str().unwrap(),
                 "--secrets",
@@ -363,7 +382,7 @@ fn the_installer_loads_and_installs_with_no_network_and_the_images_serve() {
         assert_eq!(mode(&secrets), 0o600);
         assert_eq!(
             std::fs::read(&secrets).unwrap(),
-            std::fs::read(dir.path().join(format!("{role}.secrets.toml"))).unwrap()
+            std::fs::read(dir.path().join(format!("{}.secrets.toml", node_of(role)))).unwrap()
         );
         let unit =
             std::fs::read_to_string(target.join("etc/systemd/system/nodeimg.service")).unwrap();
@@ -589,7 +608,7 @@ fn one_flipped_byte_in_a_blob_is_refused_by_verify_and_by_the_installer() {
 
     let _guard = DOCKER_IMAGES.lock().unwrap_or_else(|e| e.into_inner());
     remove_images(&root);
-    let secrets = dir.path().join("db.secrets.toml");
+    let secrets = dir.path().join("db-1.secrets.toml");
     let target = dir.path().join("host");
     let install = install_offline(
         &root,

@@ -94,6 +94,11 @@ fn demo_up_status_and_down() {
         .trim()
         .to_string();
     assert!(line.contains(&format!("port={port}")), "{line}");
+    assert!(line.contains("sslmode=verify-full"), "{line}");
+    // Each node's folder holds only its own key, never the CA's.
+    let node_file = std::fs::read_to_string(state_dir.join("nodes/db-2/secrets.toml")).unwrap();
+    assert_eq!(node_file.matches("BEGIN PRIVATE KEY").count(), 1);
+    assert!(!node_file.contains("ca_key") && node_file.contains("[tls.nodes.db-2]"));
     let psql = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -114,8 +119,8 @@ fn demo_up_status_and_down() {
     for file in [
         "pgpass",
         "cluster.secrets.toml",
-        "db.secrets.toml",
-        "proxy.secrets.toml",
+        "nodes/db-1/secrets.toml",
+        "nodes/proxy-2/secrets.toml",
     ] {
         let mode = std::fs::metadata(state_dir.join(file))
             .unwrap()
