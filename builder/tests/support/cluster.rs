@@ -1,0 +1,354 @@
+//! A cluster of nodeimg containers on a Docker network of the test's own:
+//! the network, each node's inputs (spec, per-node secrets, the CA), TLS
+//! clients (psql with verify-full, Patroni's REST API), a writer that
+//! records every acknowledged insert, and waiting helpers. Shared by the
+//! cluster, security and fault tests.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nodeimg::cluster::scram::Verifier;
+use nodeimg::cluster::secrets::{Secrets, UserSecret};
+
+use super::images::run;
+
+pub const APP_PASSWORD: &str = "app-password-for-the-e2e-test";
+
+/// A Docker network and the containers on it, removed on drop.
+pub struct Network {
+    pub name: String,
+    pub prefix: String,
+    pub containers: Mutex<Vec<String>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Network {
+    pub fn create(base: &str, prefix: &str) -> Network {
+        // What a killed earlier run left behind holds the subnet: remove it.
+        let stale = |what: &[&str]| -> Vec<String> {
+            let output = Command::new("docker").args(what).output().unwrap();
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|n| n.starts_with(&format!("{base}-")))
+                .map(str::to_string)
+                .collect()
+        };
+        for container in stale(&["ps", "-a", "--format", "{{.Names}}"]) {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &container])
+                .output();
+        }
+        for network in stale(&["network", "ls", "--format", "{{.Name}}"]) {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &network])
+                .output();
+        }
+        let name = format!("{base}-{}", std::process::id());
+        run(Command::new("docker").args([
+            "network",
+            "create",
+            "--subnet",
+            &format!("{prefix}.0/24"),
+            &name,
+        ]));
+        Network {
+            name,
+            prefix: prefix.to_string(),
+            containers: Mutex::new(Vec::new()),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn ip(&self, host: u8) -> String {
+        format!("{}.{host}", self.prefix)
+    }
+
+    /// `docker run -d` of a node; `extra` are more docker arguments.
+    pub fn start(&self, name: &str, image: &str, host: u8, extra: &[String]) -> String {
+        let container = format!("{}-{name}", self.name);
+        let mut command = Command::new("docker");
+        command
+            .args(["run", "-d", "--name", &container, "--hostname", name])
+            .args(["--network", &self.name, "--ip", &self.ip(host)])
+            .arg("-v")
+            .arg(format!(
+                "{}:/etc/nodeimg/cluster.toml:ro",
+                self.dir.path().join("cluster.toml").display()
+            ))
+            .args(extra)
+            .arg(image);
+        run(&mut command);
+        self.containers.lock().unwrap().push(container.clone());
+        container
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // NODEIMG_E2E_KEEP=1 leaves the containers for a post-mortem.
+        if std::env::var_os("NODEIMG_E2E_KEEP").is_some() {
+            return;
+        }
+        for container in self.containers.lock().unwrap().iter() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", container])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+/// Writes cluster.toml, the full secrets (CA and node certificates
+/// included) and each node's own secrets file (`<node>.secrets.toml`, as
+/// `nodeimg secrets for-node` writes them) into the network's folder.
+pub fn write_inputs(network: &Network, spec_text: &str) {
+    let dir = network.dir.path();
+    let spec_path = dir.join("cluster.toml");
+    std::fs::write(&spec_path, spec_text).unwrap();
+    let spec = nodeimg::cluster::ClusterSpec::load(&spec_path).unwrap();
+    let mut secrets = Secrets::generate(&spec).unwrap();
+    secrets.users.insert(
+        "app".into(),
+        UserSecret {
+            scram: Some(Verifier::generate(APP_PASSWORD).unwrap().to_string()),
+            password: Some(APP_PASSWORD.into()),
+        },
+    );
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        // The agent reads secrets files only when private.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    };
+    for (_, member) in spec.members() {
+        let mine = secrets.for_node(&spec, &member.name).unwrap();
+        write(&format!("{}.secrets.toml", member.name), mine.to_toml());
+    }
+    let ca = secrets.tls.as_ref().unwrap().trusted_bundle();
+    std::fs::write(dir.join("ca.crt"), &ca).unwrap();
+    *CA_PEM.lock().unwrap() = Some(ca.into_bytes());
+    *CA_FILE.lock().unwrap() = Some(dir.join("ca.crt").display().to_string());
+    write("cluster.secrets.toml", secrets.to_toml());
+}
+
+/// The secrets file of the node at `host` (db-N at .1N, proxy-N at .2N).
+pub fn node_secrets(network: &Network, host: u8) -> String {
+    let name = match host {
+        11..=19 => format!("db-{}", host - 10),
+        _ => format!("proxy-{}", host - 20),
+    };
+    network
+        .dir
+        .path()
+        .join(format!("{name}.secrets.toml"))
+        .display()
+        .to_string()
+}
+
+/// `psql -tAc` as the app user, over TLS with the server's certificate
+/// checked against the cluster CA and the address dialled
+/// (`sslmode=verify-full`); Err carries psql's message.
+pub fn psql(host: &str, port: u16, database: &str, sql: &str) -> Result<String, String> {
+    let ca = CA_FILE.lock().unwrap().clone().expect("write_inputs ran");
+    let output = Command::new("psql")
+        .arg(format!(
+            "host={host} port={port} dbname={database} user=app connect_timeout=2 sslmode=verify-full sslrootcert={ca}"
+        ))
+        .args(["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", APP_PASSWORD)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// The CA of the test's cluster: one cluster per process at a time.
+pub static CA_PEM: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+pub static CA_FILE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+pub fn ca_cert() -> ureq::tls::Certificate<'static> {
+    let pem = CA_PEM.lock().unwrap().clone().expect("write_inputs ran");
+    ureq::tls::Certificate::from_pem(&pem).unwrap()
+}
+
+/// Patroni's view of the cluster from one member's REST API.
+pub fn patroni_cluster(ip: &str) -> Option<serde_json::Value> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca_cert()]))
+                .build(),
+        )
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(&format!("https://{ip}:8008/cluster"))
+        .call()
+        .ok()?;
+    serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+}
+
+/// (leader name, names of replicas streaming with no lag).
+pub fn roles(network: &Network) -> Option<(String, Vec<String>)> {
+    let cluster = (11..=13).find_map(|host| patroni_cluster(&network.ip(host)))?;
+    let mut leader = None;
+    let mut streaming = Vec::new();
+    for member in cluster["members"].as_array()? {
+        let name = member["name"].as_str()?.to_string();
+        match member["role"].as_str()? {
+            "leader" if member["state"] == "running" => leader = Some(name),
+            "replica" | "sync_standby"
+                if member["state"] == "streaming" && member["lag"].as_u64() == Some(0) =>
+            {
+                streaming.push(name)
+            }
+            _ => {}
+        }
+    }
+    Some((leader?, streaming))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check() {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A leader, two replicas streaming with no lag, one of them registered
+/// as the synchronous standby (until then, synchronous mode has no
+/// failover candidate by design), and PgBouncer answering.
+pub fn healthy(network: &Network) -> bool {
+    let sync_registered = (11..=13)
+        .find_map(|host| patroni_cluster(&network.ip(host)))
+        .is_some_and(|cluster| {
+            cluster["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "sync_standby"))
+        });
+    sync_registered
+        && matches!(roles(network), Some((_, replicas)) if replicas.len() == 2)
+        && psql(&network.ip(21), 6432, "appdb", "select 1").is_ok()
+}
+
+/// Writes through HAProxy's primary port as fast as one client can, one
+/// connection per write, and remembers which succeeded.
+/// When each write ended, and the id it got if it succeeded.
+pub type WriteLog = Arc<Mutex<Vec<(Instant, Option<i64>)>>>;
+
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    pub log: WriteLog,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(host: String) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (thread_stop, thread_log) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            while !thread_stop.load(Ordering::SeqCst) {
+                let result = psql(
+                    &host,
+                    5000,
+                    "appdb",
+                    "insert into writes default values returning id",
+                );
+                let id = result.ok().and_then(|id| id.parse().ok());
+                thread_log.lock().unwrap().push((Instant::now(), id));
+                if id.is_none() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        Writer {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    /// The longest gap between two successful writes after `since`.
+    pub fn outage_after(&self, since: Instant) -> Duration {
+        let log = self.log.lock().unwrap();
+        let mut last_ok = log
+            .iter()
+            .rev()
+            .find(|(at, id)| *at <= since && id.is_some())
+            .map(|(at, _)| *at)
+            .unwrap_or(since);
+        let mut longest = Duration::ZERO;
+        for (at, id) in log.iter().filter(|(at, _)| *at > since) {
+            if id.is_some() {
+                longest = longest.max(at.duration_since(last_ok));
+                last_ok = *at;
+            }
+        }
+        longest
+    }
+
+    pub fn written_after(&self, since: Instant) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(at, id)| *at > since && id.is_some())
+    }
+
+    pub fn stop(mut self) -> Vec<i64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, id)| *id)
+            .collect()
+    }
+}
+
+pub fn container_of(network: &Network, member: &str) -> String {
+    format!("{}-{member}", network.name)
+}
+
+/// Runs `script` in a throw-away container of `image` at the member
+/// address `host`, after `nodeimg boot --render-only /run/nodeimg`.
+pub fn in_node(network: &Network, image: &str, host: u8, secrets: &str, script: &str) -> Output {
+    Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            &network.name,
+            "--ip",
+            &network.ip(host),
+        ])
+        .arg("-v")
+        .arg(format!(
+            "{}:/etc/nodeimg/cluster.toml:ro",
+            network.dir.path().join("cluster.toml").display()
+        ))
+        .arg("-v")
+        .arg(format!("{secrets}:/run/secrets/nodeimg.toml:ro"))
+        .args(["-e", &format!("NODEIMG_PRIVATE_IP={}", network.ip(host))])
+        .args(["--entrypoint", "/bin/sh", image, "-c"])
+        .arg(format!(
+            "/usr/bin/nodeimg boot --render-only /run/nodeimg && {script}"
+        ))
+        .output()
+        .unwrap()
+}
