@@ -709,6 +709,7 @@ fn main() -> ExitCode {
             with_secrets,
             recipes,
             host_dir,
+            cache_dir,
         }),
         Command::Push {
             layout,
@@ -730,7 +731,11 @@ fn main() -> ExitCode {
             json,
         }),
         Command::Verify { path, recipes } => {
-            commands::verify::run(&commands::verify::VerifyOptions { path, recipes })
+            commands::verify::run(&commands::verify::VerifyOptions {
+                path,
+                recipes,
+                cache_dir,
+            })
         }
         Command::Plan {
             cluster,

@@ -19,12 +19,16 @@ fn shared_debs() -> PathBuf {
 }
 
 /// A cache folder of its own under `work` (so layers are really built in
-/// each), whose downloaded `.deb`s are shared with every other test.
+/// each), whose downloaded `.deb`s and signed indexes are shared with every
+/// other test.
 fn cache_in(work: &Path) -> PathBuf {
     let cache = work.join("cache");
     if !cache.exists() {
         std::fs::create_dir_all(&cache).unwrap();
         std::os::unix::fs::symlink(shared_debs(), cache.join("debs")).unwrap();
+        let packages = repo().join("target/test-package-cache/packages");
+        std::fs::create_dir_all(&packages).unwrap();
+        std::os::unix::fs::symlink(packages, cache.join("packages")).unwrap();
     }
     cache
 }
@@ -498,6 +502,7 @@ fn verify_accepts_the_build_and_names_a_damaged_blob() {
             .arg(&layout)
             .arg("--recipes")
             .arg(repo().join("recipes"))
+            .env("NODEIMG_CACHE", cache_in(built._dirs.0.path()))
             .output()
             .unwrap()
     };

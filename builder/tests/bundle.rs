@@ -29,6 +29,12 @@ fn nodeimg(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .args(args)
         .current_dir(dir)
+        // The cache the images were built with: bundle takes the signed
+        // Packages indexes of their locks from it.
+        .env(
+            "NODEIMG_CACHE",
+            shared_cache(&repo().join("target/test-bundle")),
+        )
         .output()
         .unwrap()
 }

@@ -39,6 +39,23 @@ pub fn run(options: &FetchOptions) -> anyhow::Result<()> {
         import_dir(&cache, &lock, dir)?;
     }
     let downloaded = cache.fill(&lock)?;
+    // The signed indexes too, so `verify` and `bundle` can re-check the
+    // lock's whole chain offline.
+    match crate::lock::index_fetch::ensure_for_recipe(
+        &recipe,
+        &lock_path,
+        &lock,
+        &options.cache_dir,
+        &options.fetcher,
+        offline,
+    ) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("{n} signed Packages indexes downloaded"),
+        Err(err) if offline => tracing::warn!(
+            "{err}; `nodeimg verify` and `nodeimg bundle` need it to re-check the lock"
+        ),
+        Err(err) => return Err(err.into()),
+    }
     let bytes: u64 = lock.packages.iter().map(|p| p.size).sum();
     eprintln!(
         "{} packages of {} verified in {} ({} downloaded, {:.1} MB in all) in {:.2}s",

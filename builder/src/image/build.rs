@@ -86,10 +86,34 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Vec<BuiltImage>> {
     let layer_cache = LayerCache::new(&options.cache_dir);
     let packages = PackageCache::new(&options.cache_dir, options.offline, options.fetcher.clone());
     build_missing_layers(&planned, &layer_cache, &packages)?;
+    for image in &planned {
+        keep_signed_indexes(options, image);
+    }
     planned
         .iter()
         .map(|image| write_image(options, image, &layer_cache, started))
         .collect()
+}
+
+/// The signed Packages indexes of the image's lock, into the cache (when
+/// online), so `verify` and `bundle` can re-check the lock offline later.
+/// The image does not need them: a failure is a warning.
+fn keep_signed_indexes(options: &BuildOptions, image: &Planned) {
+    let lock_path = image.recipe.default_lock_path();
+    if let Err(err) = crate::lock::index_fetch::ensure_for_recipe(
+        &image.recipe,
+        &lock_path,
+        &image.lock,
+        &options.cache_dir,
+        &options.fetcher,
+        options.offline,
+    ) {
+        tracing::warn!(
+            "{}: {err}; `nodeimg verify` and `nodeimg bundle` need the signed indexes (`nodeimg fetch {}` gets them)",
+            image.role,
+            image.recipe.path.display()
+        );
+    }
 }
 
 /// SOURCE_DATE_EPOCH from the environment wins (a malformed one is an

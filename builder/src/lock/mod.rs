@@ -6,11 +6,13 @@
 // and the packages that lock names fetched into a verified cache.
 
 pub mod index;
+pub mod index_fetch;
 pub mod index_store;
 pub mod package_cache;
 pub mod package_identity;
 pub mod recipe;
 pub mod resolve;
+pub mod signed_packages;
 pub mod signed_sources;
 
 use std::collections::{BTreeMap, BTreeSet};

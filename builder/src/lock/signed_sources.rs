@@ -64,57 +64,10 @@ pub fn recheck(
 ) -> Result<Vec<String>, SignedSourceError> {
     let mut checked = Vec::new();
     for source in &lock.sources {
-        let name = &source.name;
-        let path = dir.join(file_name(source));
-        let bytes = std::fs::read(&path).map_err(|_| SignedSourceError::Missing {
-            source_name: name.clone(),
-            sha256: source.inrelease_sha256.clone(),
-            path: path.clone(),
-        })?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != source.inrelease_sha256 {
-            return Err(SignedSourceError::Damaged {
-                source_name: name.clone(),
-                path,
-                expected: source.inrelease_sha256.clone(),
-                actual,
-            });
-        }
-        let bad = |reason: String| SignedSourceError::BadSignature {
-            source_name: name.clone(),
-            path: path.clone(),
-            reason,
-        };
-        let keyring = Keyring::load(keys).map_err(|e| bad(e.to_string()))?;
-        let verified = keyring
-            .verify_cleartext(&bytes)
-            .map_err(|e| bad(e.to_string()))?;
-        let trusted: BTreeSet<&String> = source.trusted_keys.iter().collect();
-        let found: BTreeSet<&String> = verified
-            .signers
-            .iter()
-            .filter(|s| trusted.contains(s))
-            .collect();
-        let recorded: BTreeSet<&String> = source.signed_by.iter().collect();
-        if found != recorded {
-            let list = |set: &BTreeSet<&String>| {
-                if set.is_empty() {
-                    "none".to_string()
-                } else {
-                    set.iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            };
-            return Err(SignedSourceError::SignersDiffer {
-                source_name: name.clone(),
-                recorded: list(&recorded),
-                found: list(&found),
-            });
-        }
+        verified_text(source, dir, keys)?;
         checked.push(format!(
-            "source `{name}` ({} {}): InRelease sha256:{} signed by {}",
+            "source `{}` ({} {}): InRelease sha256:{} signed by {}",
+            source.name,
             source.url,
             source.suite,
             &source.inrelease_sha256[..12],
@@ -122,6 +75,65 @@ pub fn recheck(
         ));
     }
     Ok(checked)
+}
+
+/// The signed text of one source's InRelease, after the checks `recheck`
+/// makes: what the Packages indexes of the lock are checked against.
+pub fn verified_text(
+    source: &LockedSource,
+    dir: &Path,
+    keys: &[PathBuf],
+) -> Result<String, SignedSourceError> {
+    let name = &source.name;
+    let path = dir.join(file_name(source));
+    let bytes = std::fs::read(&path).map_err(|_| SignedSourceError::Missing {
+        source_name: name.clone(),
+        sha256: source.inrelease_sha256.clone(),
+        path: path.clone(),
+    })?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != source.inrelease_sha256 {
+        return Err(SignedSourceError::Damaged {
+            source_name: name.clone(),
+            path,
+            expected: source.inrelease_sha256.clone(),
+            actual,
+        });
+    }
+    let bad = |reason: String| SignedSourceError::BadSignature {
+        source_name: name.clone(),
+        path: path.clone(),
+        reason,
+    };
+    let keyring = Keyring::load(keys).map_err(|e| bad(e.to_string()))?;
+    let verified = keyring
+        .verify_cleartext(&bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    let trusted: BTreeSet<&String> = source.trusted_keys.iter().collect();
+    let found: BTreeSet<&String> = verified
+        .signers
+        .iter()
+        .filter(|s| trusted.contains(s))
+        .collect();
+    let recorded: BTreeSet<&String> = source.signed_by.iter().collect();
+    if found != recorded {
+        let list = |set: &BTreeSet<&String>| {
+            if set.is_empty() {
+                "none".to_string()
+            } else {
+                set.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        return Err(SignedSourceError::SignersDiffer {
+            source_name: name.clone(),
+            recorded: list(&recorded),
+            found: list(&found),
+        });
+    }
+    Ok(verified.text)
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ pub struct BundleOptions {
     /// Its `inrelease/` and `keys/` let the bundle's receiver re-check the
     /// signatures the images' locks record.
     pub recipes: PathBuf,
+    /// The cache whose `packages/` holds the signed Packages indexes the
+    /// images' locks were made from: they go in the bundle too.
+    pub cache_dir: PathBuf,
     /// Where the bundle will be unpacked on the hosts: the unit loads the
     /// image from `<host_dir>/nodeimg-<cluster>` when it is missing.
     pub host_dir: String,
@@ -177,7 +180,12 @@ pub fn write_bundle(options: &BundleOptions) -> anyhow::Result<()> {
             ));
         }
     }
-    files.extend(signature_files(&root, &images, &options.recipes)?);
+    files.extend(signature_files(
+        &root,
+        &images,
+        &options.recipes,
+        &options.cache_dir,
+    )?);
     files.extend(bundle::merged_layout(&format!("{root}images/"), &images));
 
     eprintln!("hashing {} files...", files.len());
@@ -222,9 +230,15 @@ fn signature_files(
     root: &str,
     images: &[RoleImage],
     recipes: &std::path::Path,
+    cache_dir: &std::path::Path,
 ) -> anyhow::Result<Vec<TarFile>> {
     let inrelease = recipes.join(index_store::DIR);
     let keys = index_store::key_files(&recipes.join("keys"));
+    let packages = [
+        index_store::packages_dir(recipes),
+        index_store::packages_dir(cache_dir),
+    ];
+    let mut indexes = std::collections::BTreeMap::new();
     let mut wanted = std::collections::BTreeMap::new();
     let mut trusted = std::collections::BTreeSet::new();
     for image in images {
@@ -241,6 +255,23 @@ fn signature_files(
             wanted.insert(name.clone(), inrelease.join(&name));
             trusted.extend(source.trusted_keys.iter().cloned());
         }
+        // The Packages indexes those InRelease files sign: the whole chain
+        // is checked before it ships, and the receiver checks it again.
+        let store = crate::lock::signed_packages::Store {
+            inrelease: &inrelease,
+            packages: &packages,
+            keys: &keys,
+            hint: &format!(
+                "run `nodeimg fetch {}/{}` first (it downloads the signed indexes the lock was made from)",
+                recipes.display(),
+                lock.recipe
+            ),
+        };
+        crate::lock::signed_packages::recheck(&lock, &store)
+            .with_context(|| format!("{}: its lock cannot be re-checked", image.reference))?;
+        for (sha256, path) in crate::lock::signed_packages::index_files(&lock, &store)? {
+            indexes.insert(sha256, path);
+        }
     }
     let mut files: Vec<TarFile> = wanted
         .into_iter()
@@ -252,6 +283,13 @@ fn signature_files(
             )
         })
         .collect();
+    files.extend(indexes.into_iter().map(|(sha256, path)| {
+        TarFile::file(
+            format!("{root}signatures/{}/{sha256}", index_store::PACKAGES_DIR),
+            0o644,
+            path,
+        )
+    }));
     for key in keys {
         let fingerprints = crate::debian::signature::Keyring::load(&[&key])?.fingerprints();
         if fingerprints.iter().any(|f| trusted.contains(f)) {

@@ -21,22 +21,32 @@ pub struct VerifyOptions {
     /// The project's recipes folder: its `inrelease/` and `keys/` re-check
     /// an image layout's signatures (a bundle carries its own).
     pub recipes: PathBuf,
+    /// The cache whose `packages/` holds the signed Packages indexes an
+    /// image layout's lock was made from (a bundle carries its own).
+    pub cache_dir: PathBuf,
 }
 
-/// Where the InRelease files and keys that re-check a lock's signatures are.
+/// Where the InRelease files, Packages indexes and keys that re-check a
+/// lock's whole chain are.
 enum SignatureCheck {
     With {
         inrelease: PathBuf,
+        packages: Vec<PathBuf>,
         keys: Vec<PathBuf>,
+        /// What to do when an index is missing.
+        hint: String,
     },
     Skip(String),
 }
 
 impl SignatureCheck {
-    fn from(dir: &Path) -> SignatureCheck {
+    /// `dir`'s `inrelease/` and `keys/`, and the indexes in `packages`.
+    fn from(dir: &Path, packages: Vec<PathBuf>, hint: &str) -> SignatureCheck {
         SignatureCheck::With {
             inrelease: dir.join(crate::lock::index_store::DIR),
+            packages,
             keys: crate::lock::index_store::key_files(&dir.join("keys")),
+            hint: hint.to_string(),
         }
     }
 }
@@ -109,7 +119,14 @@ pub fn verify(options: &VerifyOptions) -> anyhow::Result<()> {
         .unwrap_or_default();
     let sbom = path.with_file_name(format!("{role}.spdx.json"));
     let signatures = if options.recipes.join(crate::lock::index_store::DIR).is_dir() {
-        SignatureCheck::from(&options.recipes)
+        SignatureCheck::from(
+            &options.recipes,
+            vec![
+                crate::lock::index_store::packages_dir(&options.recipes),
+                crate::lock::index_store::packages_dir(&options.cache_dir),
+            ],
+            "run `nodeimg fetch recipes/<role>.toml` (it downloads the signed indexes the lock was made from), or pass the cache that has them with --cache-dir",
+        )
     } else {
         SignatureCheck::Skip(format!(
             "signatures not re-checked: no {}/{} here (run from the project folder or pass --recipes)",
@@ -187,7 +204,13 @@ fn verify_bundle(root: &Path, shown: &str) -> anyhow::Result<()> {
                 .unwrap_or("unnamed");
             Some(sboms.join(format!("{role}.spdx.json")))
         },
-        &SignatureCheck::from(&root.join("signatures")),
+        &SignatureCheck::from(
+            &root.join("signatures"),
+            vec![crate::lock::index_store::packages_dir(
+                &root.join("signatures"),
+            )],
+            "the bundle does not carry it (made by an older nodeimg?): make the bundle again",
+        ),
     )?;
     println!(
         "{shown}: {} files and {checked} blobs verified; SHA256SUMS sha256:{}",
@@ -282,13 +305,32 @@ fn verify_layout(
                 short(&sbom_path)
             );
         }
-        if let SignatureCheck::With { inrelease, keys } = signatures {
+        if let SignatureCheck::With {
+            inrelease,
+            packages,
+            keys,
+            hint,
+        } = signatures
+        {
             let lock = needs_lock("its signatures".into())?;
+            // The InRelease signatures first (one line per source, as
+            // before), then the indexes they sign and every package.
             for line in
                 crate::lock::signed_sources::recheck(lock, inrelease, keys).with_context(|| {
                     format!("image {digest}: a signature recorded at lock time does not check")
                 })?
             {
+                eprintln!("{}: {line}", lock.recipe);
+            }
+            let store = crate::lock::signed_packages::Store {
+                inrelease,
+                packages,
+                keys,
+                hint,
+            };
+            for line in crate::lock::signed_packages::recheck(lock, &store).with_context(|| {
+                format!("image {digest}: its lock does not match the signed indexes it names")
+            })? {
                 eprintln!("{}: {line}", lock.recipe);
             }
         }

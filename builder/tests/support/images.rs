@@ -33,8 +33,9 @@ pub fn stripped_agent(dir: &Path) -> PathBuf {
     path
 }
 
-/// `work`/cache: a cache of its own (indexes, layers) whose .debs are the
-/// ones every test shares, so a package is downloaded once per checkout.
+/// `work`/cache: a cache of its own (layers) whose .debs and signed
+/// Packages indexes are the ones every test shares, so each is downloaded
+/// once per checkout.
 pub fn shared_cache(work: &Path) -> PathBuf {
     let cache = work.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
@@ -42,6 +43,12 @@ pub fn shared_cache(work: &Path) -> PathBuf {
     std::fs::create_dir_all(&debs).unwrap();
     if !cache.join("debs").exists() {
         std::os::unix::fs::symlink(&debs, cache.join("debs")).unwrap();
+    }
+    // The signed Packages indexes the locks were made from, shared too.
+    let packages = repo().join("target/test-package-cache/packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    if !cache.join("packages").exists() {
+        std::os::unix::fs::symlink(&packages, cache.join("packages")).unwrap();
     }
     cache
 }
