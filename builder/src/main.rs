@@ -143,13 +143,22 @@ enum SecretsCommand {
     /// List every certificate (CA, previous CAs, each node's) with its
     /// serial and expiry; warns about those with less than a third of their
     /// lifetime left.
+    ///
+    /// Examples:
+    ///   nodeimg secrets show
+    ///   nodeimg secrets show --ca > cluster-ca.crt    # for clients' sslrootcert
+    #[command(verbatim_doc_comment)]
     Show {
         /// A secrets file: the full one, or a node's.
         #[arg(long, default_value = "cluster.secrets.toml")]
         secrets: PathBuf,
         /// Print one JSON document.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ca")]
         json: bool,
+        /// Print only the trusted CA certificates (PEM): the file clients
+        /// give as sslrootcert to verify the cluster.
+        #[arg(long)]
+        ca: bool,
     },
 }
 
@@ -250,6 +259,15 @@ enum Command {
         /// Also write NoCloud seed folders (meta-data, user-data) per node here.
         #[arg(long, value_name = "DIR")]
         nocloud: Option<PathBuf>,
+        /// The host runtime recipe: its lock pins what apt installs on the
+        /// hosts (docker.io, containerd, runc, xfsprogs), from apt sources
+        /// pinned to the snapshot of the lock's date (--snapshot-url).
+        #[arg(
+            long,
+            default_value = "recipes/host-runtime.toml",
+            value_name = "RECIPE"
+        )]
+        runtime: PathBuf,
     },
 
     /// Write one archive an air-gapped site installs the cluster from.
@@ -262,7 +280,7 @@ enum Command {
     ///
     /// On the target (no network needed):
     ///   mkdir -p /opt/nodeimg && tar -xf cluster-bundle.tar -C /opt/nodeimg
-    ///   sh /opt/nodeimg/nodeimg-<cluster>/install.sh --role db --secrets db.secrets.toml
+    ///   sh /opt/nodeimg/nodeimg-<cluster>/install.sh --node db-postgres-01 --secrets db-postgres-01.secrets.toml
     ///
     /// Examples:
     ///   nodeimg bundle cluster.toml -o cluster-bundle.tar
@@ -296,6 +314,13 @@ enum Command {
         /// the image from <DIR>/nodeimg-<cluster>/ whenever it is missing.
         #[arg(long, value_name = "DIR", default_value = "/opt/nodeimg")]
         host_dir: String,
+        /// The host runtime recipe, whose lock pins the host's packages.
+        #[arg(
+            long,
+            default_value = "recipes/host-runtime.toml",
+            value_name = "RECIPE"
+        )]
+        runtime: PathBuf,
     },
 
     /// Re-check a built image layout or a cluster bundle.
@@ -700,6 +725,7 @@ fn main() -> ExitCode {
             template,
             recipes,
             host_dir,
+            runtime,
         } => commands::bundle::run(&commands::bundle::BundleOptions {
             cluster,
             secrets,
@@ -710,6 +736,8 @@ fn main() -> ExitCode {
             recipes,
             host_dir,
             cache_dir,
+            runtime,
+            snapshot_url: cli.snapshot_url.clone(),
         }),
         Command::Push {
             layout,
@@ -753,6 +781,7 @@ fn main() -> ExitCode {
             template,
             output,
             nocloud,
+            runtime,
         } => commands::cloud_init::run(&commands::cloud_init::CloudInitOptions {
             cluster,
             secrets,
@@ -760,6 +789,8 @@ fn main() -> ExitCode {
             template,
             output,
             nocloud,
+            runtime,
+            snapshot_url: cli.snapshot_url.clone(),
         }),
         Command::Demo(command) => {
             let which = |args: DemoArgs| nodeimg::ship::demo::Demo {
@@ -823,9 +854,9 @@ fn main() -> ExitCode {
             ca_days: lifetimes.ca_days,
             node_days: lifetimes.node_days,
         }),
-        Command::Secrets(SecretsCommand::Show { secrets, json }) => {
+        Command::Secrets(SecretsCommand::Show { secrets, json, ca }) => {
             restore_sigpipe();
-            commands::secrets::show(&secrets, json)
+            commands::secrets::show(&secrets, json, ca)
         }
         Command::Boot {
             cluster,

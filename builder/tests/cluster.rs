@@ -36,58 +36,7 @@ fn fencing_off() -> bool {
 }
 
 fn spec(prefix: &str) -> String {
-    let fencing = !fencing_off();
-    format!(
-        r#"[cluster]
-name = "e2e"
-cidr = "{prefix}.0/24"
-
-[[db]]
-name = "db-1"
-ip = "{prefix}.11"
-
-[[db]]
-name = "db-2"
-ip = "{prefix}.12"
-
-[[db]]
-name = "db-3"
-ip = "{prefix}.13"
-
-[[haproxy]]
-name = "proxy-1"
-ip = "{prefix}.21"
-
-[[haproxy]]
-name = "proxy-2"
-ip = "{prefix}.22"
-
-[patroni]
-ttl = 20
-loop_wait = 1
-retry_timeout = 5
-synchronous_mode = true
-fence_dead_leader = {fencing}
-
-[[database]]
-name = "appdb"
-owner = "app"
-extensions = ["vector"]
-
-[[user]]
-name = "app"
-databases = ["appdb"]
-
-[[pool]]
-name = "appdb"
-database = "appdb"
-
-[[pool]]
-name = "appdb_ro"
-database = "appdb"
-target = "replicas"
-"#
-    )
+    test_spec(prefix, !fencing_off())
 }
 
 #[test]
@@ -308,7 +257,7 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
         "insert into writes default values returning id",
     )
     .expect("a write through HAProxy's primary port");
-    let writer = Writer::start(network.ip(21));
+    let writer = Writer::start(network.ip(21), 5000);
     wait_until(
         "writes before the failover",
         Duration::from_secs(10),

@@ -145,9 +145,13 @@ pub fn rotate(options: &RotateOptions) -> anyhow::Result<()> {
 
 /// Lists every certificate with its expiry; warns about those with less
 /// than a third of their lifetime left.
-pub fn show(secrets: &Path, json: bool) -> anyhow::Result<()> {
+pub fn show(secrets: &Path, json: bool, ca_only: bool) -> anyhow::Result<()> {
     let secrets = Secrets::read(secrets)?;
     let tls = secrets.tls()?;
+    if ca_only {
+        print!("{}", tls.trusted_bundle());
+        return Ok(());
+    }
     let certs = pki::inventory(tls, time::OffsetDateTime::now_utc())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&certs)?);

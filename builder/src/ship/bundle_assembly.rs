@@ -29,6 +29,10 @@ pub struct BundleOptions {
     /// The cache whose `packages/` holds the signed Packages indexes the
     /// images' locks were made from: they go in the bundle too.
     pub cache_dir: PathBuf,
+    /// The host runtime recipe: its lock pins the packages the host keeps
+    /// (the installer installs none: they must be there already).
+    pub runtime: PathBuf,
+    pub snapshot_url: String,
     /// Where the bundle will be unpacked on the hosts: the unit loads the
     /// image from `<host_dir>/nodeimg-<cluster>` when it is missing.
     pub host_dir: String,
@@ -41,7 +45,7 @@ Unpack it where `nodeimg bundle --host-dir` said (default /opt/nodeimg):
 the node's unit loads the image from there again if it is ever missing.
 
   sh install.sh --help            what the installer does
-  sh install.sh --role db --secrets db.secrets.toml
+  sh install.sh --node db-1 --secrets db-1.secrets.toml
   nodeimg verify <this folder or the .tar>
 
 install.sh checks every file against SHA256SUMS, loads images/ (one OCI
@@ -56,6 +60,8 @@ pub fn write_bundle(options: &BundleOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", options.cluster.display()))?;
     let spec = ClusterSpec::parse(&spec_text, &options.cluster)?;
     let secrets = Secrets::read(&options.secrets)?;
+    let runtime =
+        crate::ship::host_runtime::HostRuntime::load(&options.runtime, &options.snapshot_url)?;
     let root = format!("nodeimg-{}/", spec.cluster.name);
     anyhow::ensure!(
         options.host_dir.starts_with('/') && !options.host_dir.contains(['\'', ' ', '\n']),
@@ -107,6 +113,7 @@ pub fn write_bundle(options: &BundleOptions) -> anyhow::Result<()> {
                 ids: [&image.config_digest, &image.manifest_digest],
                 dir: &bundle_dir,
             },
+            &runtime,
             &options.template,
         )?;
         let (host_files, setup) = host_install::from_user_data(&user_data)?;

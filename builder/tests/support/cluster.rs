@@ -102,6 +102,62 @@ impl Drop for Network {
     }
 }
 
+/// 3 db and 2 proxy nodes at .11-.13 and .21-.22 of `prefix`, fast test
+/// timings, synchronous mode, the `app` user and the `appdb` pools.
+pub fn test_spec(prefix: &str, fencing: bool) -> String {
+    format!(
+        r#"[cluster]
+name = "e2e"
+cidr = "{prefix}.0/24"
+
+[[db]]
+name = "db-1"
+ip = "{prefix}.11"
+
+[[db]]
+name = "db-2"
+ip = "{prefix}.12"
+
+[[db]]
+name = "db-3"
+ip = "{prefix}.13"
+
+[[haproxy]]
+name = "proxy-1"
+ip = "{prefix}.21"
+
+[[haproxy]]
+name = "proxy-2"
+ip = "{prefix}.22"
+
+[patroni]
+ttl = 20
+loop_wait = 1
+retry_timeout = 5
+synchronous_mode = true
+fence_dead_leader = {fencing}
+
+[[database]]
+name = "appdb"
+owner = "app"
+extensions = ["vector"]
+
+[[user]]
+name = "app"
+databases = ["appdb"]
+
+[[pool]]
+name = "appdb"
+database = "appdb"
+
+[[pool]]
+name = "appdb_ro"
+database = "appdb"
+target = "replicas"
+"#
+    )
+}
+
 /// Writes cluster.toml, the full secrets (CA and node certificates
 /// included) and each node's own secrets file (`<node>.secrets.toml`, as
 /// `nodeimg secrets for-node` writes them) into the network's folder.
@@ -244,8 +300,8 @@ pub fn healthy(network: &Network) -> bool {
         && psql(&network.ip(21), 6432, "appdb", "select 1").is_ok()
 }
 
-/// Writes through HAProxy's primary port as fast as one client can, one
-/// connection per write, and remembers which succeeded.
+/// Writes as fast as one client can, one connection per write, and
+/// remembers which succeeded.
 /// When each write ended, and the id it got if it succeeded.
 pub type WriteLog = Arc<Mutex<Vec<(Instant, Option<i64>)>>>;
 
@@ -256,7 +312,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(host: String) -> Writer {
+    /// Inserts through `host:port` (HAProxy's 5000, or PgBouncer's 6432
+    /// with the `appdb` pool).
+    pub fn start(host: String, port: u16) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (thread_stop, thread_log) = (stop.clone(), log.clone());
@@ -264,7 +322,7 @@ impl Writer {
             while !thread_stop.load(Ordering::SeqCst) {
                 let result = psql(
                     &host,
-                    5000,
+                    port,
                     "appdb",
                     "insert into writes default values returning id",
                 );
