@@ -14,7 +14,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 cargo build --release --locked
+nodeimg="${CARGO_TARGET_DIR:-target}/release/nodeimg"
 for recipe in recipes/*.toml; do
-    ./target/release/nodeimg lock "$recipe"
+    "$nodeimg" lock "$recipe"
 done
 git --no-pager diff --stat -- recipes/ 2>/dev/null || true

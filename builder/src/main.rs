@@ -314,13 +314,10 @@ enum Command {
         /// the image from <DIR>/nodeimg-<cluster>/ whenever it is missing.
         #[arg(long, value_name = "DIR", default_value = "/opt/nodeimg")]
         host_dir: String,
-        /// The host runtime recipe, whose lock pins the host's packages.
-        #[arg(
-            long,
-            default_value = "recipes/host-runtime.toml",
-            value_name = "RECIPE"
-        )]
-        runtime: PathBuf,
+        /// The host runtime recipe, whose lock pins the host's packages
+        /// [default: host-runtime.toml in --recipes].
+        #[arg(long, value_name = "RECIPE")]
+        runtime: Option<PathBuf>,
     },
 
     /// Re-check a built image layout or a cluster bundle.
@@ -733,10 +730,10 @@ fn main() -> ExitCode {
             template,
             output,
             with_secrets,
+            runtime: runtime.unwrap_or_else(|| recipes.join("host-runtime.toml")),
             recipes,
             host_dir,
             cache_dir,
-            runtime,
             snapshot_url: cli.snapshot_url.clone(),
         }),
         Command::Push {

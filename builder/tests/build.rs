@@ -209,6 +209,34 @@ fn skopeo_and_umoci_accept_the_layout() {
         );
         assert!(listed.lines().any(|l| l == line), "dpkg-query lacks {line}");
     }
+    // ... though dpkg's programs are pruned (the recipe says why): no
+    // maintainer script ever runs in the image.
+    assert!(listed.lines().any(|l| l.starts_with("dpkg ")));
+    for program in [
+        "usr/bin/dpkg",
+        "usr/bin/dpkg-deb",
+        "usr/bin/dpkg-divert",
+        "usr/bin/dpkg-query",
+        "usr/bin/dpkg-split",
+        "usr/bin/dpkg-statoverride",
+        "usr/bin/dpkg-trigger",
+        "usr/bin/dpkg-maintscript-helper",
+        "usr/bin/dpkg-realpath",
+        "usr/bin/update-alternatives",
+        "usr/sbin/start-stop-daemon",
+        "usr/libexec/dpkg/dpkg-db-backup",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(rootfs.join(program)).is_err(),
+            "/{program} is in the db image"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(rootfs.join("usr/bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("dpkg"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // The overlays are on top, the agent in its place.
     assert!(rootfs.join("usr/share/nodeimg/README.md").is_file());
     let agent = std::fs::metadata(rootfs.join("usr/bin/nodeimg")).unwrap();

@@ -57,6 +57,7 @@ fn generate() -> Generated {
     assert!(init.status.success(), "{init:?}");
     let images = built_images_dir();
     let template = repo().join("cloud-init/node.yaml.j2");
+    let runtime = repo().join("recipes/host-runtime.toml");
     let output = nodeimg(
         &[
             "cloud-init",
@@ -65,6 +66,8 @@ fn generate() -> Generated {
             images.to_str().unwrap(),
             "--template",
             template.to_str().unwrap(),
+            "--runtime",
+            runtime.to_str().unwrap(),
             "--nocloud",
             "nocloud",
         ],
@@ -233,6 +236,7 @@ fn mistakes_are_refused_before_anything_is_written() {
             .success()
     );
     let template = repo().join("cloud-init/node.yaml.j2");
+    let runtime = repo().join("recipes/host-runtime.toml");
     let images = built_images_dir();
     let attempt = |spec_file: &str, secrets: &str, images: &Path| -> String {
         let output = nodeimg(
@@ -245,6 +249,8 @@ fn mistakes_are_refused_before_anything_is_written() {
                 images.to_str().unwrap(),
                 "--template",
                 template.to_str().unwrap(),
+                "--runtime",
+                runtime.to_str().unwrap(),
             ],
             work,
         );

@@ -58,6 +58,15 @@ fn haproxy_lock_matches_its_recipe() {
 }
 
 #[test]
+fn host_runtime_lock_matches_its_recipe_and_can_fall_back_to_a_snapshot() {
+    let lock = check("host-runtime");
+    assert!(lock.packages.iter().any(|p| p.name == "docker.io"));
+    // What makes its pins installable later: a snapshot for every source.
+    assert!(lock.snapshot.is_some());
+    assert!(lock.sources.iter().all(|s| s.snapshot_archive.is_some()));
+}
+
+#[test]
 fn an_edited_recipe_makes_its_lock_stale() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes");
     let tmp = tempfile::tempdir().unwrap();

@@ -95,8 +95,10 @@ impl Default for HetznerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostSettings {
-    /// Debian's docker.io, pinned.
-    pub docker_version: String,
+    /// Kept for specs written before recipes/host-runtime.lock pinned the
+    /// host's packages: when set, it must be the version that lock pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_version: Option<String>,
     /// Where the data volume is mounted on the host.
     pub data_dir: String,
     /// Let a db node without a volume keep its data on the root disk.
@@ -106,7 +108,7 @@ pub struct HostSettings {
 impl Default for HostSettings {
     fn default() -> HostSettings {
         HostSettings {
-            docker_version: "26.1.5+dfsg1-9+deb13u1".into(),
+            docker_version: None,
             data_dir: "/var/lib/nodeimg".into(),
             allow_root_disk: false,
         }

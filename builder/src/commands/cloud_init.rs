@@ -10,6 +10,7 @@ use anyhow::Context;
 use crate::cluster::ClusterSpec;
 use crate::cluster::secrets::Secrets;
 use crate::ship::cloud_init;
+use crate::ship::host_runtime::HostRuntime;
 
 pub struct CloudInitOptions {
     pub cluster: PathBuf,
@@ -18,6 +19,11 @@ pub struct CloudInitOptions {
     pub template: PathBuf,
     pub output: PathBuf,
     pub nocloud: Option<PathBuf>,
+    /// The host runtime recipe (`recipes/host-runtime.toml`): its lock pins
+    /// what apt installs on the hosts.
+    pub runtime: PathBuf,
+    /// Where snapshot archives are: the hosts' apt sources point there.
+    pub snapshot_url: String,
 }
 
 pub fn run(options: &CloudInitOptions) -> anyhow::Result<()> {
@@ -25,6 +31,7 @@ pub fn run(options: &CloudInitOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", options.cluster.display()))?;
     let spec = ClusterSpec::parse(&spec_text, &options.cluster)?;
     let secrets = Secrets::read(&options.secrets)?;
+    let runtime = HostRuntime::load(&options.runtime, &options.snapshot_url)?;
     let mut rendered = Vec::new();
     for (role, member) in spec.members() {
         let digest = cloud_init::built_digest(&options.images, role.as_str())?;
@@ -34,6 +41,7 @@ pub fn run(options: &CloudInitOptions) -> anyhow::Result<()> {
             cloud_init::Target::Node(member),
             &secrets,
             &cloud_init::ImageSource::Registry { digest: &digest },
+            &runtime,
             &options.template,
         )?;
         rendered.push((member.name.clone(), text));

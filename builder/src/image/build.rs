@@ -78,9 +78,25 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<Vec<BuiltImage>> {
         )
     })?;
     let started = Instant::now();
-    let planned = options
-        .recipes
-        .iter()
+    let mut images = Vec::new();
+    for path in &options.recipes {
+        let recipe = recipe::load(path, &options.params)?;
+        if recipe.recipe.recipe.kind == recipe::RecipeKind::Image {
+            images.push(path);
+        } else if options.recipes.len() == 1 {
+            bail!(
+                "{}: kind = \"host-packages\": packages a host installs, not an image (`nodeimg cloud-init` pins them from its lock)",
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "{}: packages for hosts, not an image: skipped",
+                path.display()
+            );
+        }
+    }
+    let planned = images
+        .into_iter()
         .map(|path| plan(options, path))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let layer_cache = LayerCache::new(&options.cache_dir);

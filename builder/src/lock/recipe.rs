@@ -91,6 +91,25 @@ pub struct RecipeInfo {
     pub description: String,
     #[serde(default = "default_architecture")]
     pub architecture: String,
+    /// `image` (the default): `build` makes an image of it. `host-packages`:
+    /// packages a host installs with apt (`recipes/host-runtime.toml`,
+    /// read by `nodeimg cloud-init`); `build` makes nothing of it.
+    #[serde(default, skip_serializing_if = "RecipeKind::is_image")]
+    pub kind: RecipeKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecipeKind {
+    #[default]
+    Image,
+    HostPackages,
+}
+
+impl RecipeKind {
+    fn is_image(&self) -> bool {
+        *self == RecipeKind::Image
+    }
 }
 
 fn default_architecture() -> String {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::cluster::secrets::Secrets;
 use crate::cluster::{ClusterSpec, Member, Role};
+use crate::ship::host_runtime::HostRuntime;
 
 /// Hetzner's limit on `user_data`, after any encoding.
 pub const USER_DATA_LIMIT: usize = 32 * 1024;
@@ -29,6 +30,8 @@ pub enum CloudInitError {
     NoRepository { role: String },
     #[error(transparent)]
     Secrets(#[from] crate::cluster::secrets::SecretsError),
+    #[error(transparent)]
+    HostRuntime(#[from] crate::ship::host_runtime::HostRuntimeError),
     #[error("template {path}: {err}")]
     Template { path: String, err: String },
     #[error(
@@ -72,7 +75,8 @@ struct Context<'a> {
     bundle_image_ids: Option<[&'a str; 2]>,
     /// Set for bundle installs: where the bundle is unpacked on the host.
     bundle_dir: Option<&'a str>,
-    docker_version: &'a str,
+    /// What apt installs on the host, pinned (`ship::host_runtime`).
+    runtime: &'a HostRuntime,
     data_dir: &'a str,
     allow_root_disk: bool,
     cluster_toml_gz: String,
@@ -135,8 +139,10 @@ pub fn render(
     target: Target,
     secrets: &Secrets,
     image: &ImageSource,
+    runtime: &HostRuntime,
     template: &Path,
 ) -> Result<String, CloudInitError> {
+    runtime.check_docker_version(spec.hosts.docker_version.as_deref())?;
     let (role, node) = match &target {
         Target::Node(member) => {
             let (role, _) = spec
@@ -190,7 +196,7 @@ pub fn render(
         image,
         bundle_image_ids,
         bundle_dir,
-        docker_version: &spec.hosts.docker_version,
+        runtime,
         data_dir: &spec.hosts.data_dir,
         allow_root_disk: spec.hosts.allow_root_disk,
         cluster_toml_gz: gzip_base64(spec_text.as_bytes()),
@@ -266,7 +272,11 @@ mod tests {
             image: "r/db@sha256:x".into(),
             bundle_image_ids: None,
             bundle_dir: None,
-            docker_version: "1",
+            runtime: Box::leak(Box::new(HostRuntime {
+                lock: "l".into(),
+                sources: vec![],
+                packages: vec![],
+            })),
             data_dir: "/d",
             allow_root_disk: false,
             cluster_toml_gz: "c".repeat(100),

@@ -8,5 +8,6 @@ pub mod cloud_init;
 pub mod demo;
 pub mod hetzner_plan;
 pub mod host_install;
+pub mod host_runtime;
 pub mod registry;
 pub mod verify;
