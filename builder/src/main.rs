@@ -541,6 +541,40 @@ enum Command {
         offline: bool,
     },
 
+    /// List the locked packages that have newer versions in their
+    /// recipe's sources now, security updates marked.
+    ///
+    /// Reads each source's signed indexes as `lock` does (a cached index
+    /// costs one freshness check) and compares every package of the lock
+    /// with the newest version of the same architecture there. Exits
+    /// non-zero when a package is behind, so CI or a timer can alert;
+    /// re-lock (`nodeimg lock`, scripts/relock.sh) to take the updates.
+    ///
+    /// Examples:
+    ///   nodeimg outdated --all                     # every recipe in recipes/
+    ///   nodeimg outdated recipes/haproxy.toml --json
+    #[command(verbatim_doc_comment)]
+    Outdated {
+        /// Recipes whose locks to check, e.g. recipes/db.toml.
+        recipes: Vec<PathBuf>,
+
+        /// Check every recipe in recipes/ (the host runtime too).
+        #[arg(long, conflicts_with = "recipes")]
+        all: bool,
+
+        /// Set a recipe parameter, as given to `lock` (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+
+        /// Compare with the cached indexes only; download nothing.
+        #[arg(long)]
+        offline: bool,
+
+        /// Print one JSON document (on stdout) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Build OCI images from locks: images/<role>/ and images/<role>.tar.
     ///
     /// Uses only the lock (refused if its recipe changed), the verified
@@ -909,6 +943,23 @@ fn main() -> ExitCode {
                 cache_dir,
                 fetcher,
                 agent,
+            }),
+            Err(err) => Err(err),
+        },
+        Command::Outdated {
+            recipes,
+            all,
+            params,
+            offline,
+            json,
+        } => match if all { all_recipes() } else { Ok(recipes) } {
+            Ok(recipes) => commands::outdated::run(&commands::outdated::OutdatedOptions {
+                recipes,
+                params,
+                offline,
+                json,
+                cache_dir,
+                fetcher,
             }),
             Err(err) => Err(err),
         },

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod fetch;
 pub mod inspect;
 pub mod lock;
+pub mod outdated;
 pub mod plan;
 pub mod push;
 pub mod secrets;

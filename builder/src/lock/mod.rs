@@ -8,6 +8,7 @@
 pub mod index;
 pub mod index_fetch;
 pub mod index_store;
+pub mod outdated;
 pub mod package_cache;
 pub mod package_identity;
 pub mod recipe;
