@@ -191,6 +191,36 @@ fn a_swapped_package_is_refused_by_verify_of_the_image_by_bundle_and_by_verify_o
         text(&verified)
     );
 
+    // The case of the issue: only the version edited, content_sha256
+    // recomputed. build refuses it (tests/build.rs); the check verify and
+    // bundle make refuses it too, offline, from recipes/ and the cache.
+    let mut edited = nodeimg::lock::Lock::read(&h.join("recipes/haproxy.lock")).unwrap();
+    let entry = edited
+        .packages
+        .iter_mut()
+        .find(|p| p.name == "haproxy")
+        .unwrap();
+    let version = entry.version.clone();
+    entry.version = format!("{version}9");
+    edited.seal();
+    let keys = nodeimg::lock::index_store::key_files(&h.join("recipes/keys"));
+    let packages = [h.join("cache/packages")];
+    let store = nodeimg::lock::signed_packages::Store {
+        inrelease: &h.join("recipes/inrelease"),
+        packages: &packages,
+        keys: &keys,
+        hint: "",
+    };
+    let err = nodeimg::lock::signed_packages::recheck(&edited, &store)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "package haproxy {version}9 is not in the signed indexes"
+        )) && err.contains(&format!("they have haproxy {version} (amd64)")),
+        "{err}"
+    );
+
     // The forgery: a .deb that says what the edited lock says.
     let forged_dir = workspace();
     let f = forged_dir.path();
