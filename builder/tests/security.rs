@@ -115,22 +115,26 @@ ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 out = {}
-def http(method, host, port, path, body=None):
+def call(method, host, port, path, body=None):
+    # Only a refusal by the network or TLS counts as "refused"; any other
+    # failure is the probe's own and must fail the test.
     try:
         c = http.client.HTTPSConnection(host, port, context=ctx, timeout=5)
         c.request(method, path, body=body, headers={"Content-Type": "application/json"})
         r = c.getresponse()
         return "%d %s" % (r.status, r.read(200).decode(errors="replace").strip())
+    except (ssl.SSLError, ConnectionError, socket.timeout) as e:
+        return "refused: %s %s" % (type(e).__name__, e)
     except Exception as e:
-        return "refused: %s" % type(e).__name__
+        return "probe failed: %s %s" % (type(e).__name__, e)
 for method, path, body in [("PATCH", "/config", '{"postgresql":{"parameters":{"archive_command":"touch /tmp/owned"}}}'),
                            ("POST", "/restart", "{}"), ("POST", "/failover", '{"candidate":"db-1"}'),
                            ("POST", "/reinitialize", "{}"), ("POST", "/switchover", '{"leader":"x"}')]:
-    out["patroni %s %s" % (method, path)] = http(method, leader, 8008, path, body)
-out["patroni GET /health"] = http("GET", leader, 8008, "/health")
+    out["patroni %s %s" % (method, path)] = call(method, leader, 8008, path, body)
+out["patroni GET /health"] = call("GET", leader, 8008, "/health")
 for op, body in [("range", '{"key":"Lw==","range_end":"MA=="}'), ("put", '{"key":"eA==","value":"eA=="}'),
                  ("deleterange", '{"key":"Lw==","range_end":"MA=="}')]:
-    out["etcd " + op] = http("POST", leader, 2379, "/v3/kv/" + op, body)
+    out["etcd " + op] = call("POST", leader, 2379, "/v3/kv/" + op, body)
 s = socket.socket(); s.settimeout(3)
 try:
     s.connect((prefix + ".21", 7000)); out["stats"] = "answered"
@@ -298,28 +302,42 @@ fn a_stranger_gets_nothing_clients_verify_everything_and_rotation_keeps_serving(
         .to_string();
     for node in ["db-1", "db-2", "db-3", "proxy-1", "proxy-2"] {
         let container = container_of(&network, node);
-        let files = run(Command::new("docker").args([
-            "exec",
-            &container,
-            "sh",
-            "-c",
-            "cat /run/nodeimg/* /run/nodeimg/tls/* /etc/nodeimg/secrets/* 2>/dev/null",
-        ]));
-        assert!(
-            !String::from_utf8_lossy(&files.stdout).contains(&ca_key_line),
-            "{node} holds the CA key"
-        );
-        let modes = run(Command::new("docker").args([
-            "exec",
-            &container,
-            "stat",
-            "-c",
-            "%a %n",
-            "/run/nodeimg/tls/node.key",
-            "/run/nodeimg/tls/etcd.key",
-        ]));
-        for line in String::from_utf8_lossy(&modes.stdout).lines() {
-            assert!(line.starts_with("600 "), "{node}: {line}");
+        // Everything the node was given or rendered, copied out and read.
+        let copy = tempfile::tempdir().unwrap();
+        for (i, path) in ["/run/nodeimg", "/etc/nodeimg"].iter().enumerate() {
+            run(Command::new("docker")
+                .args(["cp", &format!("{container}:{path}")])
+                .arg(copy.path().join(i.to_string())));
+        }
+        let mut read = 0;
+        let mut stack = vec![copy.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    read += 1;
+                    assert!(
+                        !String::from_utf8_lossy(&bytes).contains(&ca_key_line),
+                        "{node} holds the CA key in {}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(read >= 5, "{node}: only {read} files read");
+        // docker cp keeps the modes: every key file is 0600.
+        for key in ["tls/node.key", "tls/etcd.key"] {
+            let mode = std::fs::metadata(copy.path().join("0").join(key))
+                .unwrap()
+                .permissions();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+                0o600,
+                "{node}: {key}"
+            );
         }
     }
 
@@ -340,13 +358,22 @@ fn a_stranger_gets_nothing_clients_verify_everything_and_rotation_keeps_serving(
         2,
         "{members:?}"
     );
-    let candidate = &replicas[0];
+    // In synchronous mode Patroni hands over only to the synchronous standby.
+    let candidate = members
+        .iter()
+        .find(|m| m["Role"] == "Sync Standby")
+        .and_then(|m| m["Member"].as_str())
+        .unwrap_or_else(|| panic!("no synchronous standby: {members:?}"))
+        .to_string();
+    assert!(replicas.contains(&candidate));
+    let candidate = &candidate;
     let switched = Command::new("docker")
         .args(["exec", &container_of(&network, "db-1"), "patronictl"])
         .args(["switchover", "--force", "--candidate", candidate])
         .output()
         .unwrap();
     assert!(switched.status.success(), "{}", text(&switched));
+    eprintln!("{}", text(&switched));
     wait_until("the switchover", Duration::from_secs(60), || {
         roles(&network).is_some_and(|(now, others)| now == *candidate && others.len() == 2)
     });
@@ -354,6 +381,13 @@ fn a_stranger_gets_nothing_clients_verify_everything_and_rotation_keeps_serving(
     // Rotation: new node certificates, delivered as the README says (each
     // node's file replaced, then SIGHUP: `systemctl reload nodeimg` on a
     // host), while a client writes through PgBouncer.
+    psql(
+        &network.ip(21),
+        6432,
+        "appdb",
+        "create table writes (id bigserial primary key, at timestamptz default now())",
+    )
+    .unwrap();
     let writer = Writer::start(network.ip(21), 6432);
     wait_until("writes through PgBouncer", Duration::from_secs(20), || {
         writer.written_after(Instant::now() - Duration::from_secs(1))
