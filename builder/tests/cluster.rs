@@ -310,9 +310,10 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
         "hard failover: writes unavailable for {:.1}s",
         hard.as_secs_f64()
     );
-    // The survivors fenced the dead leader rather than wait for its TTL
-    // (and, with fencing off, left it to the TTL).
-    let fenced = format!("fencing: leader {second_leader} unreachable");
+    // The survivors fenced the dead leader (its lease seen unrenewed by a
+    // majority, then revoked) rather than wait for its TTL (and, with
+    // fencing off, left it to the TTL).
+    let fenced = format!("saw leader {second_leader}'s lease unrenewed for");
     let survivors: Vec<String> = ["db-1", "db-2", "db-3"]
         .iter()
         .filter(|m| **m != second_leader)

@@ -14,6 +14,43 @@ use crate::agent::https::ClientTls;
 pub struct KeyValue {
     pub value: String,
     pub mod_revision: String,
+    /// The lease the key lives on (`0` for none), as etcd prints IDs.
+    pub lease: String,
+}
+
+/// What LeaseTimeToLive says of a lease, with the raft term it was read
+/// in: a new etcd leader resets every lease's TTL, which is no keepalive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTtl {
+    pub seconds: i64,
+    pub raft_term: i64,
+}
+
+/// A member as `member/list` and `member/add` report it. A member added
+/// but not yet started has no name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: String,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+fn members_of(answer: &Value) -> Vec<Member> {
+    answer["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| Member {
+            id: m["ID"].as_str().unwrap_or_default().to_string(),
+            name: m["name"].as_str().unwrap_or_default().to_string(),
+            peer_urls: m["peerURLs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect(),
+        })
+        .collect()
 }
 
 /// A minimal client of etcd's v3 JSON gateway (keys and values base64).
@@ -73,6 +110,7 @@ impl Etcd {
         Ok(answer["kvs"].get(0).map(|kv| KeyValue {
             value: unb64(&kv["value"]),
             mod_revision: kv["mod_revision"].as_str().unwrap_or("").to_string(),
+            lease: kv["lease"].as_str().unwrap_or("0").to_string(),
         }))
     }
 
@@ -104,26 +142,66 @@ impl Etcd {
         self.call("/v3/kv/deleterange", json!({"key": b64(key)}))
             .map(|_| ())
     }
+}
 
-    /// Deletes `key` and `also` only if `key`'s mod_revision is still
-    /// `revision`.
-    pub fn delete_if_unchanged(
-        &self,
-        key: &str,
-        revision: &str,
-        also: &str,
-    ) -> Result<bool, String> {
+impl Etcd {
+    /// The seconds left on `lease` (a keepalive sets it back to the granted
+    /// TTL), or None when the lease is gone.
+    pub fn lease_ttl(&self, lease: &str) -> Result<Option<LeaseTtl>, String> {
+        let answer = self.call("/v3/lease/timetolive", json!({"ID": lease}))?;
+        let number = |v: &Value| {
+            v.as_str()
+                .and_then(|t| t.parse::<i64>().ok())
+                .or_else(|| v.as_i64())
+        };
+        let ttl = number(&answer["TTL"]).unwrap_or(-1);
+        Ok((ttl > 0).then(|| LeaseTtl {
+            seconds: ttl,
+            raft_term: number(&answer["header"]["raft_term"]).unwrap_or(0),
+        }))
+    }
+
+    /// Ends a lease as its expiry would: every key on it is deleted.
+    pub fn revoke(&self, lease: &str) -> Result<(), String> {
+        self.call("/v3/lease/revoke", json!({"ID": lease}))
+            .map(|_| ())
+    }
+
+    /// Whether `key` still lives on `lease` (a linearizable read).
+    pub fn key_on_lease(&self, key: &str, lease: &str) -> Result<bool, String> {
         let answer = self.call(
             "/v3/kv/txn",
             json!({
-                "compare": [{"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": revision}],
-                "success": [
-                    {"request_delete_range": {"key": b64(key)}},
-                    {"request_delete_range": {"key": b64(also)}},
-                ],
+                "compare": [{"key": b64(key), "target": "LEASE", "result": "EQUAL", "lease": lease}],
             }),
         )?;
         Ok(answer["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// True when this member serves a linearizable read: its cluster has a
+    /// quorum.
+    pub fn has_quorum(&self) -> bool {
+        self.call("/v3/kv/range", json!({"key": b64("/nodeimg-quorum-probe")}))
+            .is_ok_and(|answer| answer.get("header").is_some())
+    }
+
+    pub fn member_list(&self) -> Result<Vec<Member>, String> {
+        Ok(members_of(
+            &self.call("/v3/cluster/member/list", json!({}))?,
+        ))
+    }
+
+    /// Adds a member by its peer URL; returns the membership after it.
+    pub fn member_add(&self, peer_url: &str) -> Result<Vec<Member>, String> {
+        Ok(members_of(&self.call(
+            "/v3/cluster/member/add",
+            json!({"peerURLs": [peer_url]}),
+        )?))
+    }
+
+    pub fn member_remove(&self, id: &str) -> Result<(), String> {
+        self.call("/v3/cluster/member/remove", json!({"ID": id}))
+            .map(|_| ())
     }
 }
 
@@ -134,5 +212,17 @@ mod tests {
     #[test]
     fn prefix_ranges_end_after_the_prefix() {
         assert_eq!(prefix_end("/nodeimg/c/s/"), "/nodeimg/c/s0");
+    }
+
+    #[test]
+    fn members_are_read_as_the_gateway_prints_them() {
+        let answer = json!({"members": [
+            {"ID": "1234", "name": "db-1", "peerURLs": ["https://10.0.0.1:2380"]},
+            {"ID": "99", "peerURLs": ["https://10.0.0.2:2380"]},
+        ]});
+        let members = members_of(&answer);
+        assert_eq!(members[0].name, "db-1");
+        assert_eq!(members[1].name, "", "added, not started");
+        assert_eq!(members[1].peer_urls, ["https://10.0.0.2:2380"]);
     }
 }

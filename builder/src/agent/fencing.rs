@@ -1,25 +1,34 @@
 //! Fencing of a dead leader, so a hard-killed primary is replaced in
 //! seconds rather than after its leader key's TTL (Patroni refuses a TTL
-//! under 20 s, and a new etcd leader renews every lease it inherits).
+//! under 20 s).
 //!
-//! Every db node's agent watches the Patroni leader key in etcd. When the
-//! leader's Patroni API and its etcd member both stop answering, the node
-//! says so under `<namespace><scope>/nodeimg-suspects/<me>` (a key on a
-//! short lease). Once a majority of all db members suspect the same leader
-//! key (same revision) for longer than `loop_wait + retry_timeout` plus a
-//! margin, one of them deletes that key in a transaction that succeeds only
-//! if the key is unchanged, and Patroni elects a new leader at once.
+//! The evidence is the leader's lease, never the leader key: Patroni's
+//! etcd3 code renews its term by keeping its lease alive and does not
+//! rewrite the key, so an unchanged key proves nothing. Every db node's
+//! agent reads the leader key's lease through LeaseTimeToLive once a second:
+//! a keepalive sets the remaining TTL back up, an expiry-bound lease only
+//! counts down. (A new etcd leader also resets every TTL; a jump seen with
+//! a new raft term is not counted as a keepalive.) When a node has seen no
+//! keepalive for the grace period, it says so under
+//! `<namespace><scope>/nodeimg-suspects/<me>` (a key on a short lease of its
+//! own). Once a majority of all db members suspect the same lease, one of
+//! them checks that the leader key still lives on that lease and revokes
+//! the lease: what its expiry would do, only sooner. Patroni elects a new
+//! leader at once.
 //!
-//! Why it is safe: a leader that is alive but cut off cannot update its key
-//! and demotes itself after `retry_timeout` (Patroni's rule), before the
-//! majority acts; a majority is needed, so one replica with a bad link
-//! cannot depose a healthy leader; and the delete is conditional, so a key
-//! renewed or replaced meanwhile is never touched.
+//! Why it is safe: the grace is `loop_wait + retry_timeout` plus a margin.
+//! A leader renews at least every `loop_wait`; one that cannot renew for
+//! `retry_timeout` demotes itself (Patroni's rule). So a lease unrenewed for
+//! the grace belongs to a leader that is dead, paused, or has already
+//! demoted. A leader that still renews, through any etcd member (an
+//! asymmetric partition, a hung REST thread), resets its TTL and is never
+//! suspected. A majority must agree, so one node with a bad view cannot act,
+//! and without an etcd quorum nothing can be read or revoked at all.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::agent::etcd::Etcd;
+use crate::agent::etcd::{Etcd, LeaseTtl};
 use crate::agent::https::ClientTls;
 
 /// What the fencing thread needs to know about the cluster.
@@ -34,8 +43,6 @@ pub struct FenceConfig {
     pub me: String,
     /// Every db member: name, IP.
     pub members: Vec<(String, Ipv4Addr)>,
-    pub patroni_port: u16,
-    pub etcd_port: u16,
     /// How long the leader must look dead to a majority before its key goes.
     pub grace: Duration,
 }
@@ -55,9 +62,26 @@ pub fn majority_suspects(suspects: &[String], leader_mark: &str, members: usize)
     agreeing > members / 2
 }
 
-/// Whether something accepts TCP connections at `ip:port` within `timeout`.
-fn answers(ip: Ipv4Addr, port: u16, timeout: Duration) -> bool {
-    TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout).is_ok()
+/// Whether the lease was kept alive between two readings `elapsed`
+/// apart: its TTL counts down one second a second, a keepalive sets it
+/// back up. A reset seen in a new raft term is a new etcd leader's, not
+/// the holder's.
+pub fn renewed(before: LeaseTtl, now: LeaseTtl, elapsed: Duration) -> bool {
+    if now.raft_term != before.raft_term {
+        return false;
+    }
+    // TTLs are whole seconds: allow one second of rounding.
+    now.seconds > before.seconds - elapsed.as_secs() as i64 + 1
+}
+
+/// What one node has seen of the current leader's lease.
+struct Seen {
+    leader: String,
+    lease: String,
+    last: LeaseTtl,
+    last_at: Instant,
+    /// When a keepalive was last seen (or the lease first seen).
+    renewed_at: Instant,
 }
 
 /// Runs forever (a thread of the db node's agent).
@@ -72,72 +96,93 @@ pub fn watch(config: FenceConfig) {
     let leader_key = format!("{}leader", config.prefix);
     let suspects_prefix = format!("{}nodeimg-suspects/", config.prefix);
     let my_suspicion = format!("{suspects_prefix}{}", config.me);
-    // (leader mark, since when it has looked dead from here)
-    let mut dead_since: Option<(String, Instant)> = None;
+    let mut seen: Option<Seen> = None;
+    let mut suspecting = false;
     loop {
         std::thread::sleep(Duration::from_secs(1));
         let leader = match etcd.get(&leader_key) {
-            Ok(Some(leader)) if leader.value != config.me => leader,
+            Ok(Some(leader)) if leader.value != config.me && leader.lease != "0" => leader,
             Ok(_) => {
-                dead_since = None;
+                seen = None;
                 continue;
             }
             // No quorum seen from here: this node must not act.
             Err(_) => continue,
         };
-        let Some((_, ip)) = config
-            .members
-            .iter()
-            .find(|(name, _)| *name == leader.value)
-        else {
-            continue;
+        let ttl = match etcd.lease_ttl(&leader.lease) {
+            Ok(Some(ttl)) => ttl,
+            // Gone: expired or revoked; Patroni elects without us.
+            Ok(None) => {
+                seen = None;
+                continue;
+            }
+            Err(_) => continue,
         };
-        let probe = Duration::from_millis(500);
-        let alive =
-            answers(*ip, config.patroni_port, probe) || answers(*ip, config.etcd_port, probe);
-        let mark = format!("{}@{}", leader.value, leader.mod_revision);
-        if alive {
-            if dead_since.take().is_some() {
+        let now = Instant::now();
+        let state = match seen.as_mut() {
+            Some(s) if s.lease == leader.lease && s.leader == leader.value => {
+                if renewed(s.last, ttl, now.duration_since(s.last_at)) {
+                    s.renewed_at = now;
+                }
+                s.last = ttl;
+                s.last_at = now;
+                s
+            }
+            _ => seen.insert(Seen {
+                leader: leader.value.clone(),
+                lease: leader.lease.clone(),
+                last: ttl,
+                last_at: now,
+                renewed_at: now,
+            }),
+        };
+        let unrenewed = now.duration_since(state.renewed_at);
+        let mark = format!("{}@{}", leader.value, leader.lease);
+        if unrenewed < config.grace {
+            if std::mem::take(&mut suspecting) {
                 let _ = etcd.delete(&my_suspicion);
             }
             continue;
         }
-        let since = match &dead_since {
-            Some((seen, since)) if *seen == mark => *since,
-            _ => {
-                tracing::warn!(
-                    "fencing: leader {} answers neither on Patroni's port nor on etcd's; watching it",
-                    leader.value
-                );
-                let now = Instant::now();
-                dead_since = Some((mark.clone(), now));
-                now
-            }
-        };
+        if !suspecting {
+            tracing::warn!(
+                "fencing: leader {}'s lease {} has not been kept alive for {:.0} s (TTL {} s left)",
+                leader.value,
+                leader.lease,
+                unrenewed.as_secs_f64(),
+                ttl.seconds
+            );
+            suspecting = true;
+        }
         // The suspicion outlives a missed beat or two, not a dead agent.
         if etcd.put_leased(&my_suspicion, &mark, 3).is_err() {
-            continue;
-        }
-        if since.elapsed() < config.grace {
             continue;
         }
         let suspects = etcd.values_under(&suspects_prefix).unwrap_or_default();
         if !majority_suspects(&suspects, &mark, config.members.len()) {
             continue;
         }
-        // Its member key goes too: Patroni would otherwise ask the dead
-        // node for its WAL position before promoting, and wait for a timeout.
-        let member_key = format!("{}members/{}", config.prefix, leader.value);
-        match etcd.delete_if_unchanged(&leader_key, &leader.mod_revision, &member_key) {
-            Ok(true) => tracing::warn!(
-                "fencing: leader {} unreachable for {:.0} s from a majority of the db nodes: removed its leader key so a replica takes over now",
-                leader.value,
-                since.elapsed().as_secs_f64()
-            ),
-            Ok(false) => {}
+        // Only while the key still names that lease: a new term is never
+        // touched. Revoking deletes what lives on the lease (the leader key,
+        // Patroni's member key); the member key goes explicitly too, so
+        // Patroni does not ask the dead node for its WAL position first.
+        match etcd.key_on_lease(&leader_key, &leader.lease) {
+            Ok(true) => {}
+            _ => continue,
+        }
+        match etcd.revoke(&leader.lease) {
+            Ok(()) => {
+                let _ = etcd.delete(&format!("{}members/{}", config.prefix, leader.value));
+                tracing::warn!(
+                    "fencing: a majority of the db nodes saw leader {}'s lease unrenewed for {:.0} s: revoked it, so a replica takes over now",
+                    leader.value,
+                    unrenewed.as_secs_f64()
+                );
+            }
             Err(err) => tracing::warn!("fencing: {err}"),
         }
-        dead_since = None;
+        seen = None;
+        suspecting = false;
         let _ = etcd.delete(&my_suspicion);
     }
 }
@@ -147,16 +192,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_majority_of_all_members_must_agree_on_the_same_key_revision() {
+    fn a_majority_of_all_members_must_agree_on_the_same_lease() {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // 3 members, the leader dead: both survivors must agree.
         assert!(!majority_suspects(&s(&["db-1@7"]), "db-1@7", 3));
         assert!(majority_suspects(&s(&["db-1@7", "db-1@7"]), "db-1@7", 3));
-        // A suspicion of an older revision of the key does not count.
+        // A suspicion of another lease (an earlier term) does not count.
         assert!(!majority_suspects(&s(&["db-1@7", "db-1@6"]), "db-1@7", 3));
         // 5 members: three.
         assert!(!majority_suspects(&s(&["a@1", "a@1"]), "a@1", 5));
         assert!(majority_suspects(&s(&["a@1", "a@1", "a@1"]), "a@1", 5));
+    }
+
+    #[test]
+    fn a_keepalive_raises_the_ttl_and_a_countdown_does_not() {
+        let ttl = |seconds, raft_term| LeaseTtl { seconds, raft_term };
+        let s = Duration::from_secs;
+        // Counting down a second a second (give or take one of rounding).
+        assert!(!renewed(ttl(20, 3), ttl(19, 3), s(1)));
+        assert!(!renewed(ttl(20, 3), ttl(20, 3), s(1)));
+        assert!(!renewed(ttl(20, 3), ttl(16, 3), s(5)));
+        // Set back up to the granted TTL.
+        assert!(renewed(ttl(20, 3), ttl(30, 3), s(1)));
+        assert!(renewed(ttl(12, 3), ttl(14, 3), s(2)));
+        // A new etcd leader resets TTLs: not the holder's keepalive.
+        assert!(!renewed(ttl(12, 3), ttl(30, 4), s(1)));
     }
 
     #[test]

@@ -216,8 +216,6 @@ fn fence_config(node: &Node) -> crate::agent::fencing::FenceConfig {
             .iter()
             .map(|m| (m.name.clone(), m.ip))
             .collect(),
-        patroni_port: ports.patroni,
-        etcd_port: ports.etcd_client,
         grace: crate::agent::fencing::FenceConfig::grace_for(
             timings.loop_wait,
             timings.retry_timeout,
@@ -360,4 +358,38 @@ pub fn reload_plan(role: Role, changed: &[String]) -> Vec<(String, Reload)> {
         }
     }
     plan
+}
+
+/// Before etcd starts on a db node: how it starts (from its data, the
+/// cluster's first bootstrap, or joining the running cluster), and when it
+/// joins, etcd.yml rendered again with the cluster's membership.
+pub fn prepare_etcd(node: &mut Node, templates: &Path, accounts: &Accounts) -> anyhow::Result<()> {
+    use crate::agent::etcd_membership::{self, Peer, Start};
+    let ports = &node.view.ports;
+    let peer = |m: &crate::agent::render::MemberView| Peer {
+        name: m.name.clone(),
+        client_url: format!("https://{}:{}", m.ip, ports.etcd_client),
+        peer_url: format!("https://{}:{}", m.ip, ports.etcd_peer),
+    };
+    let me = peer(&node.view.me);
+    let peers: Vec<Peer> = node.view.db_members.iter().map(peer).collect();
+    let start = etcd_membership::prepare(
+        &me,
+        &peers,
+        Path::new(&node.view.paths.etcd_dir),
+        &client_tls(node),
+        Duration::from_secs(300),
+    )
+    .map_err(|err| anyhow::anyhow!("etcd cannot join the cluster: {err}"))?;
+    if let Start::Join { initial_cluster } = start {
+        tracing::info!("etcd: joining the running cluster as {initial_cluster}");
+        node.view.etcd.initial_cluster = initial_cluster;
+        node.view.etcd.state = "existing".into();
+        let etcd_yml: Vec<RenderedFile> = crate::agent::render::render(&node.view, templates)?
+            .into_iter()
+            .filter(|f| f.name == "etcd.yml")
+            .collect();
+        write_files(Path::new(RUN_DIR), &etcd_yml, Some(accounts))?;
+    }
+    Ok(())
 }
