@@ -4,6 +4,7 @@
 
 pub mod bootstrap_sql;
 pub mod etcd;
+pub mod etcd_membership;
 pub mod fencing;
 pub mod https;
 pub mod identity;

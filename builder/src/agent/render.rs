@@ -90,6 +90,9 @@ pub struct Paths {
 pub struct EtcdView {
     /// `db-1=https://10.0.0.120:2380,…`
     pub initial_cluster: String,
+    /// `new` (a first start: the spec's members) or `existing` (joining
+    /// the cluster that exists, `initial_cluster` its membership).
+    pub state: String,
 }
 
 /// Passwords a db node's Patroni needs; empty on proxy nodes.
@@ -358,6 +361,7 @@ impl NodeView {
                     .map(|m| format!("{}=https://{}:{}", m.name, m.ip, ports.etcd_peer))
                     .collect::<Vec<_>>()
                     .join(","),
+                state: "new".into(),
             },
             ports: Ports {
                 postgres: ports.postgres,

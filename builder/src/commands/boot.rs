@@ -30,7 +30,7 @@ pub fn run(options: &BootOptions) -> anyhow::Result<i32> {
         templates: options.templates.clone(),
         render_only: options.render_only.is_some(),
     };
-    let node = node::prepare(&sources)?;
+    let mut node = node::prepare(&sources)?;
     if let Some(dir) = &options.render_only {
         services::write_files(dir, &node.files, None)?;
         eprintln!(
@@ -46,6 +46,9 @@ pub fn run(options: &BootOptions) -> anyhow::Result<i32> {
     services::write_files(Path::new(RUN_DIR), &node.files, Some(&accounts))?;
     if node.role == Role::Db {
         services::link_patronictl_config()?;
+        if node.spec.cluster.dcs == crate::cluster::Dcs::Etcd {
+            services::prepare_etcd(&mut node, &options.templates, &accounts)?;
+        }
     }
     let services = services::for_node(&node, &accounts)?;
     let table = ProcessTable::default();
