@@ -210,6 +210,7 @@ fn a_swapped_package_is_refused_by_verify_of_the_image_by_bundle_and_by_verify_o
         packages: &packages,
         keys: &keys,
         hint: "",
+        memo: &Default::default(),
     };
     let err = nodeimg::lock::signed_packages::recheck(&edited, &store)
         .unwrap_err()

@@ -6,8 +6,10 @@
 //! hand with its checksums recomputed names a package the signed indexes
 //! do not have, and is refused here, naming it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -95,6 +97,15 @@ pub struct Store<'a> {
     pub keys: &'a [PathBuf],
     /// How to get a missing index (`run nodeimg fetch ...`).
     pub hint: &'a str,
+    /// Indexes already checked and decompressed, shared by the locks of
+    /// one run (a bundle's roles read the same 56 MB trixie index).
+    pub memo: &'a IndexMemo,
+}
+
+/// The text of each Packages index checked so far, by its SHA-256.
+#[derive(Default)]
+pub struct IndexMemo {
+    texts: RefCell<HashMap<String, Rc<String>>>,
 }
 
 /// Re-checks the whole chain of `lock`; one line per source on success.
@@ -124,6 +135,18 @@ pub fn recheck(lock: &Lock, store: &Store) -> Result<Vec<String>, SignedPackages
         let mut signed: BTreeMap<(String, String, String), Entry> = BTreeMap::new();
         let mut shown = Vec::new();
         for (path, hash) in &indexes {
+            let known = store.memo.texts.borrow().get(&hash.sha256).cloned();
+            if let Some(text) = known {
+                read_entries(&text, &wanted, &mut signed).map_err(|message| {
+                    SignedPackagesError::Corrupt {
+                        source_name: source.name.clone(),
+                        path: path.clone(),
+                        message,
+                    }
+                })?;
+                shown.push(format!("{path} sha256:{}", &hash.sha256[..12]));
+                continue;
+            }
             let file = index_store::find(store.packages, &hash.sha256).ok_or_else(|| {
                 SignedPackagesError::MissingIndex {
                     source_name: source.name.clone(),
@@ -153,8 +176,13 @@ pub fn recheck(lock: &Lock, store: &Store) -> Result<Vec<String>, SignedPackages
                 path: path.clone(),
                 message,
             };
-            let text = decompress(path, &bytes).map_err(corrupt)?;
+            let text = Rc::new(decompress(path, &bytes).map_err(corrupt)?);
             read_entries(&text, &wanted, &mut signed).map_err(corrupt)?;
+            store
+                .memo
+                .texts
+                .borrow_mut()
+                .insert(hash.sha256.clone(), text);
             shown.push(format!("{path} sha256:{}", &hash.sha256[..12]));
         }
         for package in &locked {
@@ -253,22 +281,34 @@ fn searched(store: &Store) -> String {
         .join(" or ")
 }
 
-/// Adds the entries of the packages named in `wanted` to `into`.
+/// Adds the entries of the packages named in `wanted` to `into`. Only
+/// those paragraphs are parsed: the rest of a 56 MB index is skipped by
+/// its `Package` line.
 fn read_entries(
     text: &str,
     wanted: &BTreeSet<&str>,
     into: &mut BTreeMap<(String, String, String), Entry>,
 ) -> Result<(), String> {
-    for paragraph in deb822::paragraphs(text) {
-        let paragraph = paragraph.map_err(|err| err.to_string())?;
-        let field = |name: &str| paragraph.get(name).unwrap_or("").trim();
-        let name = field("Package");
+    for paragraph in text.split("\n\n") {
+        let Some(name) = paragraph
+            .lines()
+            .find_map(|line| line.strip_prefix("Package:"))
+            .map(str::trim)
+        else {
+            continue;
+        };
         if !wanted.contains(name) {
             continue;
         }
+        let mut fields = deb822::paragraphs(paragraph);
+        let Some(parsed) = fields.next() else {
+            continue;
+        };
+        let parsed = parsed.map_err(|err| format!("package {name:?}: {err}"))?;
+        let field = |key: &str| parsed.get(key).unwrap_or("").trim();
         let size = field("Size")
             .parse()
-            .map_err(|_| format!("line {}: package {name:?} has no Size", paragraph.line))?;
+            .map_err(|_| format!("package {name:?} has no Size"))?;
         into.insert(
             (
                 name.to_string(),

@@ -246,6 +246,7 @@ fn signature_files(
         index_store::packages_dir(cache_dir),
     ];
     let mut indexes = std::collections::BTreeMap::new();
+    let memo = crate::lock::signed_packages::IndexMemo::default();
     let mut wanted = std::collections::BTreeMap::new();
     let mut trusted = std::collections::BTreeSet::new();
     for image in images {
@@ -273,6 +274,7 @@ fn signature_files(
                 recipes.display(),
                 lock.recipe
             ),
+            memo: &memo,
         };
         crate::lock::signed_packages::recheck(&lock, &store)
             .with_context(|| format!("{}: its lock cannot be re-checked", image.reference))?;

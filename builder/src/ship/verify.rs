@@ -247,6 +247,7 @@ fn verify_layout(
 ) -> anyhow::Result<usize> {
     let index = read_json(&layout.join("index.json"))?;
     let mut checked = 0;
+    let memo = crate::lock::signed_packages::IndexMemo::default();
     if let SignatureCheck::Skip(why) = signatures {
         eprintln!("{}: {why}", layout.display());
     }
@@ -327,6 +328,7 @@ fn verify_layout(
                 packages,
                 keys,
                 hint,
+                memo: &memo,
             };
             for line in crate::lock::signed_packages::recheck(lock, &store).with_context(|| {
                 format!("image {digest}: its lock does not match the signed indexes it names")
