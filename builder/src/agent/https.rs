@@ -30,8 +30,10 @@ impl ClientTls {
         }
         let cert =
             Certificate::from_pem(&read(&self.cert)?).map_err(|e| format!("{}: {e}", self.cert))?;
-        let key =
-            PrivateKey::from_pem(&read(&self.key)?).map_err(|e| format!("{}: {e}", self.key))?;
+        // The node's key: read only when private (0600), as every key file.
+        let key_pem = crate::util::private_file::read(std::path::Path::new(&self.key))
+            .map_err(|e| format!("cannot read {}: {e}", self.key))?;
+        let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("{}: {e}", self.key))?;
         let tls = TlsConfig::builder()
             .root_certs(RootCerts::new_with_certs(&roots))
             .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
