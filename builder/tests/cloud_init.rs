@@ -122,7 +122,20 @@ fn user_data_passes_cloud_init_schema_and_says_what_the_node_needs() {
             text.contains(&format!("        {image}\n")),
             "{role}: image not pinned by digest"
         );
-        assert!(text.contains("[ docker.io, \"26.1.5+dfsg1-9+deb13u1\" ]"));
+        // The runtime at the version recipes/host-runtime.lock pins, with
+        // apt sources pinned to the snapshot of that lock's date.
+        let runtime =
+            nodeimg::lock::Lock::read(&repo().join("recipes/host-runtime.lock")).unwrap();
+        let docker = runtime
+            .packages
+            .iter()
+            .find(|p| p.name == "docker.io")
+            .unwrap();
+        assert!(text.contains(&format!("[ docker.io, \"{}\" ]", docker.version)));
+        assert!(text.contains(&format!(
+            "https://snapshot.debian.org/archive/debian-security/{} trixie-security main",
+            runtime.snapshot.as_deref().unwrap()
+        )));
         assert!(text.contains("ExecStart=/usr/bin/docker run --rm --name nodeimg --network host"));
         assert!(text.contains(&format!("# nodeimg {role} node {node} of cluster keybuzz-pg17")));
         // A rotated secrets file is read on `systemctl reload`.
