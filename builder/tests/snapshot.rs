@@ -18,6 +18,7 @@ use support::archive::{Archive, Pkg, Server};
 use support::pgp::{KeyKind, generate_key};
 
 struct Fixture {
+    key: support::pgp::TestKey,
     dir: tempfile::TempDir,
     archive: Archive,
     server: Server,
@@ -94,6 +95,7 @@ entrypoint = ["/usr/bin/hello"]
         )
         .unwrap();
         Fixture {
+            key,
             dir,
             archive,
             server,
@@ -121,11 +123,28 @@ entrypoint = ["/usr/bin/hello"]
         nodeimg::lock::Lock::read(&self.dir.path().join("recipes/hello.lock")).unwrap()
     }
 
-    /// Copies every locked `.deb` into the snapshot stand-in at the lock's
-    /// timestamp, then removes it from the mirror's pool (404 there).
-    fn supersede_on_the_mirror(&self) {
+    /// Copies every locked `.deb` and the suites' indexes into the
+    /// snapshot stand-in at the lock's timestamp, then moves the mirror on:
+    /// the pool files are gone (404) and the suites are signed again with
+    /// other indexes.
+    fn supersede_on_the_mirror(&self, key: &support::pgp::TestKey) {
         let lock = self.lock();
         let timestamp = lock.snapshot.clone().unwrap();
+        for archive in ["standin", "standin-security"] {
+            let target = self
+                .snapshot_root
+                .join("archive")
+                .join(archive)
+                .join(&timestamp);
+            std::fs::create_dir_all(&target).unwrap();
+            let copied = Command::new("cp")
+                .arg("-r")
+                .arg(self.archive.root.join("dists"))
+                .arg(&target)
+                .output()
+                .unwrap();
+            assert!(copied.status.success());
+        }
         for package in &lock.packages {
             let archive = lock
                 .sources
@@ -141,6 +160,17 @@ entrypoint = ["/usr/bin/hello"]
                 .join(&package.path);
             std::fs::create_dir_all(target.parent().unwrap()).unwrap();
             std::fs::rename(self.archive.file(&package.path), &target).unwrap();
+        }
+        let moved_on = |mut packages: Vec<Pkg>| {
+            packages.push(Pkg::new("newcomer", "1.0-1"));
+            packages
+        };
+        self.archive
+            .write_suite("stable", &moved_on(packages()), &[key]);
+        self.archive
+            .write_suite("stable-security", &moved_on(security_packages()), &[key]);
+        for package in &lock.packages {
+            let _ = std::fs::remove_file(self.archive.file(&package.path));
         }
     }
 }
@@ -210,7 +240,7 @@ fn a_deb_the_mirror_no_longer_serves_comes_from_the_snapshot_with_the_same_image
 
     // Debian moves on: the locked .debs are gone from the mirror's pool
     // and only the snapshot archive has them.
-    fx.supersede_on_the_mirror();
+    fx.supersede_on_the_mirror(&fx.key);
     let snapshot_url = fx.snapshot.url();
     fx.server.clear_log();
     let args = ["build", "recipes/hello.toml", "--output", "offline-mirror"];
@@ -248,14 +278,41 @@ fn a_deb_the_mirror_no_longer_serves_comes_from_the_snapshot_with_the_same_image
         "{served:?}"
     );
 
+    // The signed indexes the lock was made from came from the snapshot
+    // too (the mirror's suites moved on): the image's whole chain checks,
+    // offline.
+    let verified = fx.nodeimg(
+        &["verify", "offline-mirror/hello", "--recipes", "recipes"],
+        "fresh-cache",
+        &[],
+    );
+    let said = ok(&verified);
+    assert!(
+        said.contains("source `security` (stable-security): 1 packages match the signed main/binary-amd64/Packages"),
+        "{said}"
+    );
+    assert!(
+        served.iter().any(|(path, status)| path.starts_with(
+            "/archive/standin/20260912T195541Z/dists/stable/main/binary-amd64/Packages"
+        ) && *status == 200),
+        "{served:?}"
+    );
+
     // The base URL from the environment, here a folder (an internal
-    // mirror works the same), for `fetch`.
+    // mirror works the same), for `fetch`: packages and indexes.
     let folder = format!("file://{}", fx.snapshot_root.display());
     ok(&fx.nodeimg(
         &["fetch", "recipes/hello.toml"],
         "third-cache",
         &[("NODEIMG_SNAPSHOT_URL", &folder)],
     ));
+    assert_eq!(
+        std::fs::read_dir(fx.dir.path().join("third-cache/packages"))
+            .unwrap()
+            .count(),
+        2,
+        "both suites' signed indexes"
+    );
 
     // The SHA-256 still decides: a snapshot serving other bytes is refused.
     let on_snapshot = fx
