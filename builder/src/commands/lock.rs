@@ -93,8 +93,13 @@ pub fn run(options: &LockOptions) -> anyhow::Result<()> {
     }
     if !unchanged {
         eprintln!(
-            "review with `git diff {}`, then commit it with recipes/inrelease/ (or `git checkout` it to keep the old lock)",
-            lock_path.display()
+            "review with `git diff {}`, then commit it with {}/ (or `git checkout` it to keep the old lock)",
+            lock_path.display(),
+            lock_path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(crate::lock::index_store::DIR)
+                .display()
         );
     }
     Ok(())
