@@ -161,11 +161,12 @@ pub struct PatroniSettings {
     #[serde(default = "default_max_lag")]
     pub maximum_lag_on_failover: u64,
     /// Commits wait for one synchronous replica, so a failover never
-    /// loses an acknowledged write (at some cost in write latency).
-    #[serde(default)]
+    /// loses an acknowledged write (at some cost in write latency). On by
+    /// default.
+    #[serde(default = "default_synchronous_mode")]
     pub synchronous_mode: bool,
-    /// With etcd: when a majority of the db nodes cannot reach the leader
-    /// for loop_wait + retry_timeout + 2 s, its leader key is removed, so a
+    /// With etcd: when a majority of the db nodes see the leader's lease
+    /// unrenewed for loop_wait + retry_timeout + 2 s, they revoke it, so a
     /// hard-killed leader is replaced before its TTL runs out (fencing.rs).
     #[serde(default = "default_fence_dead_leader")]
     pub fence_dead_leader: bool,
@@ -175,14 +176,21 @@ fn default_fence_dead_leader() -> bool {
     true
 }
 
+fn default_synchronous_mode() -> bool {
+    true
+}
+
+// The defaults the fault matrix (tests/faults.rs, BENCHMARKS.md) measured:
+// a hard-killed leader replaced in well under 20 s through PgBouncer, a
+// leader renewing its lease every 5 s.
 fn default_ttl() -> u32 {
-    30
+    20
 }
 fn default_loop_wait() -> u32 {
-    10
+    5
 }
 fn default_retry_timeout() -> u32 {
-    10
+    5
 }
 fn default_max_lag() -> u64 {
     1_048_576
@@ -195,7 +203,7 @@ impl Default for PatroniSettings {
             loop_wait: default_loop_wait(),
             retry_timeout: default_retry_timeout(),
             maximum_lag_on_failover: default_max_lag(),
-            synchronous_mode: false,
+            synchronous_mode: default_synchronous_mode(),
             fence_dead_leader: default_fence_dead_leader(),
         }
     }
@@ -924,8 +932,9 @@ ip = "10.1.0.9"
         let patroni = &spec.patroni;
         assert_eq!(
             (patroni.ttl, patroni.loop_wait, patroni.retry_timeout),
-            (30, 10, 10)
+            (20, 5, 5)
         );
+        assert!(patroni.synchronous_mode && patroni.fence_dead_leader);
         let ports = &spec.ports;
         assert_eq!(
             [
@@ -967,7 +976,7 @@ ip = "10.1.0.9"
             "{err}"
         );
         // A rule broken by a table as a whole points at its header.
-        let err = parse(&format!("{SMALL}\n[patroni]\nttl = 20\n")).unwrap_err();
+        let err = parse(&format!("{SMALL}\n[patroni]\nloop_wait = 12\n")).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("cluster spec small.toml:13: patroni: "),

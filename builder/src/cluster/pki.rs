@@ -202,9 +202,11 @@ fn issue(
 ) -> Result<NodeCert, PkiError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
+    // No common name: the SANs name the node, and etcd logs a warning for
+    // every gateway request made with a certificate that has one.
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "nodeimg");
-    dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationalUnitName, name);
     params.distinguished_name = dn;
     params.subject_alt_names = node_sans(spec, role, name, ip);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

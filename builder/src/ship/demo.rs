@@ -270,6 +270,9 @@ fn run_node(
         &demo.label(),
         "--restart",
         "unless-stopped",
+        // The rendered files (keys among them) never on the host's disk.
+        "--tmpfs",
+        "/run/nodeimg:mode=0755,size=16m",
         "-e",
         "NODEIMG_METADATA=env",
         "-e",

@@ -105,6 +105,17 @@ impl Drop for Network {
 /// 3 db and 2 proxy nodes at .11-.13 and .21-.22 of `prefix`, fast test
 /// timings, synchronous mode, the `app` user and the `appdb` pools.
 pub fn test_spec(prefix: &str, fencing: bool) -> String {
+    spec_with(
+        prefix,
+        &format!(
+            "ttl = 20\nloop_wait = 1\nretry_timeout = 5\nsynchronous_mode = true\nfence_dead_leader = {fencing}\n"
+        ),
+    )
+}
+
+/// The same cluster with `patroni` as its `[patroni]` section (empty: the
+/// defaults).
+pub fn spec_with(prefix: &str, patroni: &str) -> String {
     format!(
         r#"[cluster]
 name = "e2e"
@@ -131,12 +142,7 @@ name = "proxy-2"
 ip = "{prefix}.22"
 
 [patroni]
-ttl = 20
-loop_wait = 1
-retry_timeout = 5
-synchronous_mode = true
-fence_dead_leader = {fencing}
-
+{patroni}
 [[database]]
 name = "appdb"
 owner = "app"
