@@ -314,6 +314,9 @@ pub type WriteLog = Arc<Mutex<Vec<(Instant, Option<i64>)>>>;
 pub struct Writer {
     stop: Arc<AtomicBool>,
     pub log: WriteLog,
+    /// For each acknowledged write: when, and which db node committed it
+    /// (`inet_server_addr()`, through HAProxy and PgBouncer alike).
+    pub servers: Arc<Mutex<Vec<(Instant, String)>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -323,17 +326,28 @@ impl Writer {
     pub fn start(host: String, port: u16) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (thread_stop, thread_log) = (stop.clone(), log.clone());
+        let servers = Arc::new(Mutex::new(Vec::new()));
+        let (thread_stop, thread_log, thread_servers) =
+            (stop.clone(), log.clone(), servers.clone());
         let thread = std::thread::spawn(move || {
             while !thread_stop.load(Ordering::SeqCst) {
                 let result = psql(
                     &host,
                     port,
                     "appdb",
-                    "insert into writes default values returning id",
+                    "insert into writes default values returning id::text || ' ' || host(inet_server_addr())",
                 );
-                let id = result.ok().and_then(|id| id.parse().ok());
-                thread_log.lock().unwrap().push((Instant::now(), id));
+                let answer = result.unwrap_or_default();
+                let mut fields = answer.split_whitespace();
+                let id = fields.next().and_then(|id| id.parse().ok());
+                let now = Instant::now();
+                if let (Some(_), Some(server)) = (id, fields.next()) {
+                    thread_servers
+                        .lock()
+                        .unwrap()
+                        .push((now, server.to_string()));
+                }
+                thread_log.lock().unwrap().push((now, id));
                 if id.is_none() {
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -342,6 +356,7 @@ impl Writer {
         Writer {
             stop,
             log,
+            servers,
             thread: Some(thread),
         }
     }
