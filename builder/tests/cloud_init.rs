@@ -124,8 +124,7 @@ fn user_data_passes_cloud_init_schema_and_says_what_the_node_needs() {
         );
         // The runtime at the version recipes/host-runtime.lock pins, with
         // apt sources pinned to the snapshot of that lock's date.
-        let runtime =
-            nodeimg::lock::Lock::read(&repo().join("recipes/host-runtime.lock")).unwrap();
+        let runtime = nodeimg::lock::Lock::read(&repo().join("recipes/host-runtime.lock")).unwrap();
         let docker = runtime
             .packages
             .iter()
@@ -137,13 +136,22 @@ fn user_data_passes_cloud_init_schema_and_says_what_the_node_needs() {
             runtime.snapshot.as_deref().unwrap()
         )));
         assert!(text.contains("ExecStart=/usr/bin/docker run --rm --name nodeimg --network host"));
-        assert!(text.contains(&format!("# nodeimg {role} node {node} of cluster keybuzz-pg17")));
+        assert!(text.contains(&format!(
+            "# nodeimg {role} node {node} of cluster keybuzz-pg17"
+        )));
         // A rotated secrets file is read on `systemctl reload`.
         assert!(text.contains("-v /etc/nodeimg:/etc/nodeimg:ro"));
         assert!(text.contains("ExecReload=/usr/bin/docker kill --signal HUP nodeimg"));
         // The host firewall: the role's ports from the private network only.
-        let ports = if role == "db" { "5432, 8008, 2379, 2380" } else { "5000, 5001, 7000, 6432" };
-        assert!(text.contains(&format!("tcp dport {{ {ports} }} drop")), "{role}");
+        let ports = if role == "db" {
+            "5432, 8008, 2379, 2380"
+        } else {
+            "5000, 5001, 7000, 6432"
+        };
+        assert!(
+            text.contains(&format!("tcp dport {{ {ports} }} drop")),
+            "{role}"
+        );
         assert!(text.contains("ip saddr 10.0.0.0/16 accept"));
         assert!(text.contains("[ systemctl, enable, --now, nodeimg-firewall.service ]"));
         assert!(text.contains("Restart=always"));
@@ -209,19 +217,32 @@ fn real_cloud_init_writes_the_files_and_a_db_node_without_volume_stops() {
         // The node's own key and certificate, the CA certificate; never the
         // CA key or another node's key.
         assert_eq!(secrets.matches("BEGIN PRIVATE KEY").count(), 1, "{role}");
-        assert!(secrets.contains(&format!("[tls.nodes.{node}]")), "{secrets}");
+        assert!(
+            secrets.contains(&format!("[tls.nodes.{node}]")),
+            "{secrets}"
+        );
         assert!(!secrets.contains("ca_key"), "the CA key reached {node}");
         // The firewall script nftables really loads (in a namespace of its own).
         let fw = generated.work.join(format!("{node}.nft"));
         std::fs::write(&fw, section("firewall")).unwrap();
         let loaded = Command::new("unshare")
             .args(["--net", "sh", "-c"])
-            .arg(format!("nft -f {} && nft list table inet nodeimg", fw.display()))
+            .arg(format!(
+                "nft -f {} && nft list table inet nodeimg",
+                fw.display()
+            ))
             .output()
             .unwrap();
         let listing = String::from_utf8_lossy(&loaded.stdout);
-        assert!(loaded.status.success(), "{role}: {}", String::from_utf8_lossy(&loaded.stderr));
-        assert!(listing.contains("ip saddr 10.0.0.0/16 accept") && listing.contains("drop"), "{listing}");
+        assert!(
+            loaded.status.success(),
+            "{role}: {}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
+        assert!(
+            listing.contains("ip saddr 10.0.0.0/16 accept") && listing.contains("drop"),
+            "{listing}"
+        );
         if role == "db" {
             assert!(secrets.contains("superuser_password"));
             // No Hetzner volume in a container: the node refuses, loudly.
