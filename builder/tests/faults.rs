@@ -75,15 +75,7 @@ impl Monitor {
         let rounds = Arc::new(Mutex::new(0));
         let (s, d, r) = (stop.clone(), doubles.clone(), rounds.clone());
         let thread = std::thread::spawn(move || {
-            let agent = ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_millis(400)))
-                .tls_config(
-                    ureq::tls::TlsConfig::builder()
-                        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca_cert()]))
-                        .build(),
-                )
-                .build()
-                .new_agent();
+            let agent = ca_agent(Duration::from_millis(400));
             while !s.load(Ordering::SeqCst) {
                 let claims: Vec<String> = ["db-1", "db-2", "db-3"]
                     .iter()
@@ -130,24 +122,6 @@ fn settled(network: &Network, what: &str) -> String {
             })
     });
     leader
-}
-
-/// What a node's own Patroni says of itself (`GET /patroni`).
-fn patroni_state(ip: &str) -> Option<serde_json::Value> {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca_cert()]))
-                .build(),
-        )
-        .build()
-        .new_agent();
-    let mut response = agent
-        .get(&format!("https://{ip}:8008/patroni"))
-        .call()
-        .ok()?;
-    serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
 }
 
 /// Runs `args` in `node`'s network namespace with the host's iptables.
@@ -405,7 +379,7 @@ fn the_fault_matrix_loses_no_acknowledged_write() {
                     &format!("{node}, rebuilt blank, streaming"),
                     Duration::from_secs(120),
                     || {
-                        patroni_state(&db_ip(&node)).is_some_and(|s| {
+                        patroni_get(&db_ip(&node), "/patroni").is_some_and(|s| {
                             s["role"] == "replica" && s["replication_state"] == "streaming"
                         }) && roles(&network).is_some_and(|(_, r)| r.contains(&node))
                     },

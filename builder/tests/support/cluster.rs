@@ -241,22 +241,32 @@ pub fn ca_cert() -> ureq::tls::Certificate<'static> {
     ureq::tls::Certificate::from_pem(&pem).unwrap()
 }
 
-/// Patroni's view of the cluster from one member's REST API.
-pub fn patroni_cluster(ip: &str) -> Option<serde_json::Value> {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
+/// An HTTPS client that trusts only the cluster's CA.
+pub fn ca_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
         .tls_config(
             ureq::tls::TlsConfig::builder()
                 .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca_cert()]))
                 .build(),
         )
         .build()
-        .new_agent();
-    let mut response = agent
-        .get(&format!("https://{ip}:8008/cluster"))
+        .new_agent()
+}
+
+/// A JSON document from a member's Patroni REST API (`/cluster`,
+/// `/patroni`, ...).
+pub fn patroni_get(ip: &str, path: &str) -> Option<serde_json::Value> {
+    let mut response = ca_agent(Duration::from_secs(2))
+        .get(&format!("https://{ip}:8008{path}"))
         .call()
         .ok()?;
     serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+}
+
+/// Patroni's view of the cluster from one member's REST API.
+pub fn patroni_cluster(ip: &str) -> Option<serde_json::Value> {
+    patroni_get(ip, "/cluster")
 }
 
 /// (leader name, names of replicas streaming with no lag).
