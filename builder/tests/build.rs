@@ -53,10 +53,15 @@ fn copy_recipes(work: &Path) {
         .arg("-r")
         .arg(repo().join("overlays"))
         .arg(work));
+    // What a checkout holds: the recipes and locks, their keys, and the
+    // signed InRelease files the locks were checked against (the build
+    // fetches the signed indexes they name for `verify`).
     std::fs::create_dir_all(work.join("recipes/keys")).unwrap();
+    std::fs::create_dir_all(work.join("recipes/inrelease")).unwrap();
     for entry in std::fs::read_dir(repo().join("recipes"))
         .unwrap()
         .chain(std::fs::read_dir(repo().join("recipes/keys")).unwrap())
+        .chain(std::fs::read_dir(repo().join("recipes/inrelease")).unwrap())
     {
         let path = entry.unwrap().path();
         if path.is_file() {
