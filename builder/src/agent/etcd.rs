@@ -18,12 +18,21 @@ pub struct KeyValue {
     pub lease: String,
 }
 
-/// What LeaseTimeToLive says of a lease, with the raft term it was read
-/// in: a new etcd leader resets every lease's TTL, which is no keepalive.
+/// What LeaseTimeToLive says of a lease: the seconds left, and the TTL
+/// it was granted with. A keepalive sets `seconds` back to `granted` (so
+/// does a new etcd leader, for every lease): `granted - seconds` is how
+/// long ago the lease was last kept alive, at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTtl {
     pub seconds: i64,
-    pub raft_term: i64,
+    pub granted: i64,
+}
+
+impl LeaseTtl {
+    /// Whole seconds since the last keepalive (or reset), at least.
+    pub fn unrenewed_for(&self) -> i64 {
+        (self.granted - self.seconds).max(0)
+    }
 }
 
 /// A member as `member/list` and `member/add` report it. A member added
@@ -157,7 +166,7 @@ impl Etcd {
         let ttl = number(&answer["TTL"]).unwrap_or(-1);
         Ok((ttl > 0).then(|| LeaseTtl {
             seconds: ttl,
-            raft_term: number(&answer["header"]["raft_term"]).unwrap_or(0),
+            granted: number(&answer["grantedTTL"]).unwrap_or(ttl),
         }))
     }
 

@@ -5,11 +5,12 @@
 //! The evidence is the leader's lease, never the leader key: Patroni's
 //! etcd3 code renews its term by keeping its lease alive and does not
 //! rewrite the key, so an unchanged key proves nothing. Every db node's
-//! agent reads the leader key's lease through LeaseTimeToLive once a second:
-//! a keepalive sets the remaining TTL back up, an expiry-bound lease only
-//! counts down. (A new etcd leader also resets every TTL; a jump seen with
-//! a new raft term is not counted as a keepalive.) When a node has seen no
-//! keepalive for the grace period, it says so under
+//! agent reads the leader key's lease through LeaseTimeToLive once a second.
+//! A keepalive sets the remaining TTL back to the granted TTL, so granted
+//! minus remaining is how long ago the lease was last kept alive: etcd's own
+//! count, not something sampled here. (A new etcd leader also resets every
+//! TTL: that only delays fencing.) When the lease has not been kept alive
+//! for the grace period, the node says so under
 //! `<namespace><scope>/nodeimg-suspects/<me>` (a key on a short lease of its
 //! own). Once a majority of all db members suspect the same lease, one of
 //! them checks that the leader key still lives on that lease and revokes
@@ -26,9 +27,9 @@
 //! and without an etcd quorum nothing can be read or revoked at all.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::agent::etcd::{Etcd, LeaseTtl};
+use crate::agent::etcd::Etcd;
 use crate::agent::https::ClientTls;
 
 /// What the fencing thread needs to know about the cluster.
@@ -62,28 +63,6 @@ pub fn majority_suspects(suspects: &[String], leader_mark: &str, members: usize)
     agreeing > members / 2
 }
 
-/// Whether the lease was kept alive between two readings `elapsed`
-/// apart: its TTL counts down one second a second, a keepalive sets it
-/// back up. A reset seen in a new raft term is a new etcd leader's, not
-/// the holder's.
-pub fn renewed(before: LeaseTtl, now: LeaseTtl, elapsed: Duration) -> bool {
-    if now.raft_term != before.raft_term {
-        return false;
-    }
-    // TTLs are whole seconds: allow one second of rounding.
-    now.seconds > before.seconds - elapsed.as_secs() as i64 + 1
-}
-
-/// What one node has seen of the current leader's lease.
-struct Seen {
-    leader: String,
-    lease: String,
-    last: LeaseTtl,
-    last_at: Instant,
-    /// When a keepalive was last seen (or the lease first seen).
-    renewed_at: Instant,
-}
-
 /// Runs forever (a thread of the db node's agent).
 pub fn watch(config: FenceConfig) {
     let etcd = match Etcd::new(&config.etcd, &config.tls) {
@@ -96,47 +75,22 @@ pub fn watch(config: FenceConfig) {
     let leader_key = format!("{}leader", config.prefix);
     let suspects_prefix = format!("{}nodeimg-suspects/", config.prefix);
     let my_suspicion = format!("{suspects_prefix}{}", config.me);
-    let mut seen: Option<Seen> = None;
     let mut suspecting = false;
     loop {
         std::thread::sleep(Duration::from_secs(1));
         let leader = match etcd.get(&leader_key) {
             Ok(Some(leader)) if leader.value != config.me && leader.lease != "0" => leader,
-            Ok(_) => {
-                seen = None;
-                continue;
-            }
+            Ok(_) => continue,
             // No quorum seen from here: this node must not act.
             Err(_) => continue,
         };
         let ttl = match etcd.lease_ttl(&leader.lease) {
             Ok(Some(ttl)) => ttl,
             // Gone: expired or revoked; Patroni elects without us.
-            Ok(None) => {
-                seen = None;
-                continue;
-            }
+            Ok(None) => continue,
             Err(_) => continue,
         };
-        let now = Instant::now();
-        let state = match seen.as_mut() {
-            Some(s) if s.lease == leader.lease && s.leader == leader.value => {
-                if renewed(s.last, ttl, now.duration_since(s.last_at)) {
-                    s.renewed_at = now;
-                }
-                s.last = ttl;
-                s.last_at = now;
-                s
-            }
-            _ => seen.insert(Seen {
-                leader: leader.value.clone(),
-                lease: leader.lease.clone(),
-                last: ttl,
-                last_at: now,
-                renewed_at: now,
-            }),
-        };
-        let unrenewed = now.duration_since(state.renewed_at);
+        let unrenewed = Duration::from_secs(ttl.unrenewed_for() as u64);
         let mark = format!("{}@{}", leader.value, leader.lease);
         if unrenewed < config.grace {
             if std::mem::take(&mut suspecting) {
@@ -181,7 +135,6 @@ pub fn watch(config: FenceConfig) {
             }
             Err(err) => tracing::warn!("fencing: {err}"),
         }
-        seen = None;
         suspecting = false;
         let _ = etcd.delete(&my_suspicion);
     }
@@ -205,18 +158,17 @@ mod tests {
     }
 
     #[test]
-    fn a_keepalive_raises_the_ttl_and_a_countdown_does_not() {
-        let ttl = |seconds, raft_term| LeaseTtl { seconds, raft_term };
-        let s = Duration::from_secs;
-        // Counting down a second a second (give or take one of rounding).
-        assert!(!renewed(ttl(20, 3), ttl(19, 3), s(1)));
-        assert!(!renewed(ttl(20, 3), ttl(20, 3), s(1)));
-        assert!(!renewed(ttl(20, 3), ttl(16, 3), s(5)));
-        // Set back up to the granted TTL.
-        assert!(renewed(ttl(20, 3), ttl(30, 3), s(1)));
-        assert!(renewed(ttl(12, 3), ttl(14, 3), s(2)));
-        // A new etcd leader resets TTLs: not the holder's keepalive.
-        assert!(!renewed(ttl(12, 3), ttl(30, 4), s(1)));
+    fn the_lease_says_how_long_ago_it_was_kept_alive() {
+        use crate::agent::etcd::LeaseTtl;
+        let ttl = |seconds, granted| LeaseTtl { seconds, granted };
+        assert_eq!(ttl(20, 20).unrenewed_for(), 0);
+        assert_eq!(ttl(8, 20).unrenewed_for(), 12);
+        // A lease granted longer than asked (a new etcd leader's reset
+        // never reports more than granted): never negative.
+        assert_eq!(ttl(25, 20).unrenewed_for(), 0);
+        let grace = FenceConfig::grace_for(5, 5);
+        assert!(Duration::from_secs(ttl(9, 20).unrenewed_for() as u64) < grace);
+        assert!(Duration::from_secs(ttl(8, 20).unrenewed_for() as u64) >= grace);
     }
 
     #[test]
