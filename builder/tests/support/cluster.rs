@@ -271,22 +271,45 @@ pub fn patroni_cluster(ip: &str) -> Option<serde_json::Value> {
 
 /// (leader name, names of replicas streaming with no lag).
 pub fn roles(network: &Network) -> Option<(String, Vec<String>)> {
-    let cluster = (11..=13).find_map(|host| patroni_cluster(&network.ip(host)))?;
-    let mut leader = None;
-    let mut streaming = Vec::new();
-    for member in cluster["members"].as_array()? {
-        let name = member["name"].as_str()?.to_string();
-        match member["role"].as_str()? {
-            "leader" if member["state"] == "running" => leader = Some(name),
-            "replica" | "sync_standby"
-                if member["state"] == "streaming" && member["lag"].as_u64() == Some(0) =>
-            {
-                streaming.push(name)
+    agreed_view(network).map(|(leader, streaming, _)| (leader, streaming))
+}
+
+/// (leader, streaming replicas, a synchronous standby registered) as every
+/// db node that answers sees it, when at least two answer and they all
+/// agree on the leader. One node's view alone can be stale: a node just
+/// reconnected after being cut off still shows the cluster it last saw.
+fn agreed_view(network: &Network) -> Option<(String, Vec<String>, bool)> {
+    let views: Vec<serde_json::Value> = (11..=13)
+        .filter_map(|host| patroni_cluster(&network.ip(host)))
+        .collect();
+    let read = |cluster: &serde_json::Value| -> Option<(String, Vec<String>, bool)> {
+        let mut leader = None;
+        let mut streaming = Vec::new();
+        let mut sync = false;
+        for member in cluster["members"].as_array()? {
+            let name = member["name"].as_str()?.to_string();
+            let role = member["role"].as_str()?;
+            sync |= role == "sync_standby";
+            match role {
+                "leader" if member["state"] == "running" => leader = Some(name),
+                "replica" | "sync_standby"
+                    if member["state"] == "streaming" && member["lag"].as_u64() == Some(0) =>
+                {
+                    streaming.push(name)
+                }
+                _ => {}
             }
-            _ => {}
         }
+        Some((leader?, streaming, sync))
+    };
+    let seen: Vec<(String, Vec<String>, bool)> = views.iter().filter_map(read).collect();
+    if views.len() < 2 || seen.len() != views.len() {
+        return None;
     }
-    Some((leader?, streaming))
+    let first = seen[0].clone();
+    seen.iter()
+        .all(|(leader, ..)| *leader == first.0)
+        .then_some(first)
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
@@ -304,15 +327,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
 /// as the synchronous standby (until then, synchronous mode has no
 /// failover candidate by design), and PgBouncer answering.
 pub fn healthy(network: &Network) -> bool {
-    let sync_registered = (11..=13)
-        .find_map(|host| patroni_cluster(&network.ip(host)))
-        .is_some_and(|cluster| {
-            cluster["members"]
-                .as_array()
-                .is_some_and(|m| m.iter().any(|m| m["role"] == "sync_standby"))
-        });
-    sync_registered
-        && matches!(roles(network), Some((_, replicas)) if replicas.len() == 2)
+    matches!(agreed_view(network), Some((_, replicas, true)) if replicas.len() == 2)
         && psql(&network.ip(21), 6432, "appdb", "select 1").is_ok()
 }
 
