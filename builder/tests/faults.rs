@@ -75,7 +75,7 @@ impl Monitor {
         let rounds = Arc::new(Mutex::new(0));
         let (s, d, r) = (stop.clone(), doubles.clone(), rounds.clone());
         let thread = std::thread::spawn(move || {
-            let agent = ca_agent(Duration::from_millis(400));
+            let agent = ca_agent(&db_ip("db-1"), Duration::from_millis(400));
             while !s.load(Ordering::SeqCst) {
                 let claims: Vec<String> = ["db-1", "db-2", "db-3"]
                     .iter()

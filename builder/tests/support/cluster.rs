@@ -193,8 +193,10 @@ pub fn write_inputs(network: &Network, spec_text: &str) {
     }
     let ca = secrets.tls.as_ref().unwrap().trusted_bundle();
     std::fs::write(dir.join("ca.crt"), &ca).unwrap();
-    *CA_PEM.lock().unwrap() = Some(ca.into_bytes());
-    *CA_FILE.lock().unwrap() = Some(dir.join("ca.crt").display().to_string());
+    CAS.lock().unwrap().insert(
+        network.prefix.clone(),
+        (ca.into_bytes(), dir.join("ca.crt").display().to_string()),
+    );
     write("cluster.secrets.toml", secrets.to_toml());
 }
 
@@ -216,7 +218,7 @@ pub fn node_secrets(network: &Network, host: u8) -> String {
 /// checked against the cluster CA and the address dialled
 /// (`sslmode=verify-full`); Err carries psql's message.
 pub fn psql(host: &str, port: u16, database: &str, sql: &str) -> Result<String, String> {
-    let ca = CA_FILE.lock().unwrap().clone().expect("write_inputs ran");
+    let ca = ca_of(host).1;
     let output = Command::new("psql")
         .arg(format!(
             "host={host} port={port} dbname={database} user=app connect_timeout=2 sslmode=verify-full sslrootcert={ca}"
@@ -232,22 +234,32 @@ pub fn psql(host: &str, port: u16, database: &str, sql: &str) -> Result<String, 
     }
 }
 
-/// The CA of the test's cluster: one cluster per process at a time.
-pub static CA_PEM: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
-pub static CA_FILE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+/// Each test cluster's CA (PEM, file), by network prefix: tests of one
+/// binary run in parallel, each with a cluster and a CA of its own.
+static CAS: Mutex<std::collections::BTreeMap<String, (Vec<u8>, String)>> =
+    Mutex::new(std::collections::BTreeMap::new());
 
-pub fn ca_cert() -> ureq::tls::Certificate<'static> {
-    let pem = CA_PEM.lock().unwrap().clone().expect("write_inputs ran");
-    ureq::tls::Certificate::from_pem(&pem).unwrap()
+/// The CA of the cluster `host` (an address of a test network) is in.
+pub fn ca_of(host: &str) -> (Vec<u8>, String) {
+    let prefix = host.rsplit_once('.').map_or(host, |(p, _)| p);
+    CAS.lock()
+        .unwrap()
+        .get(prefix)
+        .cloned()
+        .unwrap_or_else(|| panic!("write_inputs made no CA for {prefix}"))
 }
 
-/// An HTTPS client that trusts only the cluster's CA.
-pub fn ca_agent(timeout: Duration) -> ureq::Agent {
+pub fn ca_cert(host: &str) -> ureq::tls::Certificate<'static> {
+    ureq::tls::Certificate::from_pem(&ca_of(host).0).unwrap()
+}
+
+/// An HTTPS client that trusts only the CA of `host`'s cluster.
+pub fn ca_agent(host: &str, timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .tls_config(
             ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca_cert()]))
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca_cert(host)]))
                 .build(),
         )
         .build()
@@ -257,7 +269,7 @@ pub fn ca_agent(timeout: Duration) -> ureq::Agent {
 /// A JSON document from a member's Patroni REST API (`/cluster`,
 /// `/patroni`, ...).
 pub fn patroni_get(ip: &str, path: &str) -> Option<serde_json::Value> {
-    let mut response = ca_agent(Duration::from_secs(2))
+    let mut response = ca_agent(ip, Duration::from_secs(2))
         .get(&format!("https://{ip}:8008{path}"))
         .call()
         .ok()?;
