@@ -461,7 +461,10 @@ fn the_fault_matrix_loses_no_acknowledged_write() {
             during(when)
         );
     }
-    assert!(rounds > 20, "the monitor hardly ran: {rounds} rounds");
+    assert!(
+        rounds > 20 || only.is_some(),
+        "the monitor hardly ran: {rounds} rounds"
+    );
     // Both replaced nodes ended streaming with no lag (checked above).
     if only.is_none() {
         assert_eq!(replaced.borrow().len(), 2);

@@ -152,6 +152,40 @@ fn try_join(me: &Peer, peers: &[Peer], tls: &ClientTls) -> Result<Start, String>
     })
 }
 
+/// A node rebuilt blank under a leader's name must not find that leader's
+/// key naming it: Patroni would take the lock as its own and rebuild its
+/// data from any member, possibly one behind the synchronous standby, and
+/// lose acknowledged writes. So before Patroni starts on an empty data
+/// directory, a leader key that names this node (its former self, dead) is
+/// ended through a peer: its lease is revoked, as its expiry would, and the
+/// synchronous standby takes over. Returns whether a key was ended.
+pub fn end_former_leadership(
+    me: &Peer,
+    peers: &[Peer],
+    leader_key: &str,
+    tls: &ClientTls,
+) -> Result<bool, String> {
+    let Some(etcd) = peers
+        .iter()
+        .filter(|p| p.name != me.name)
+        .filter_map(|p| Etcd::new(&p.client_url, tls).ok())
+        .find(|etcd| etcd.has_quorum())
+    else {
+        return Ok(false);
+    };
+    let Some(leader) = etcd.get(leader_key)? else {
+        return Ok(false);
+    };
+    if leader.value != me.name || leader.lease == "0" {
+        return Ok(false);
+    }
+    if !etcd.key_on_lease(leader_key, &leader.lease)? {
+        return Ok(false);
+    }
+    etcd.revoke(&leader.lease)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -381,6 +381,24 @@ pub fn prepare_etcd(node: &mut Node, templates: &Path, accounts: &Accounts) -> a
         Duration::from_secs(300),
     )
     .map_err(|err| anyhow::anyhow!("etcd cannot join the cluster: {err}"))?;
+    // A blank PostgreSQL data directory: this node is new or rebuilt. If
+    // the leader key still names it, that is its dead former self's.
+    let data_dir = Path::new(&node.view.postgresql.data_dir);
+    if !data_dir.join("PG_VERSION").exists() {
+        let leader_key = format!("/nodeimg/{}/leader", node.spec.cluster.name);
+        match etcd_membership::end_former_leadership(&me, &peers, &leader_key, &client_tls(node)) {
+            Ok(true) => tracing::warn!(
+                "patroni: the leader key still named {} (this node before it was rebuilt blank): revoked its lease so the synchronous standby takes over before this node starts",
+                me.name
+            ),
+            Ok(false) => {}
+            Err(err) => {
+                return Err(anyhow::anyhow!(
+                    "cannot check whether the leader key names this rebuilt node: {err}; refusing to start Patroni on an empty data directory until etcd answers"
+                ));
+            }
+        }
+    }
     if let Start::Join { initial_cluster } = start {
         tracing::info!("etcd: joining the running cluster as {initial_cluster}");
         node.view.etcd.initial_cluster = initial_cluster;
