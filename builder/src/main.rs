@@ -140,6 +140,27 @@ enum SecretsCommand {
         #[command(flatten)]
         lifetimes: Lifetimes,
     },
+    /// After adding or removing members in the cluster spec: issue a key
+    /// and certificate for each new member (and again for members whose
+    /// names changed: a proxy or the load balancer moved), drop those of
+    /// members the spec no longer lists, add any password the spec now
+    /// needs. Everything else is kept, so running nodes need nothing new.
+    ///
+    /// Examples:
+    ///   nodeimg secrets update                         # after editing cluster.toml
+    ///   nodeimg secrets for-node db-4 -o db-4.secrets.toml
+    #[command(verbatim_doc_comment)]
+    Update {
+        /// The edited cluster spec.
+        #[arg(long, default_value = "cluster.toml")]
+        cluster: PathBuf,
+        /// The full secrets file, rewritten in place (mode 0600).
+        #[arg(long, default_value = "cluster.secrets.toml")]
+        secrets: PathBuf,
+        /// Lifetime of the certificates issued, in days.
+        #[arg(long, default_value_t = nodeimg::cluster::pki::NODE_DAYS, value_name = "DAYS")]
+        node_days: u32,
+    },
     /// List every certificate (CA, previous CAs, each node's) with its
     /// serial and expiry; warns about those with less than a third of their
     /// lifetime left.
@@ -885,6 +906,11 @@ fn main() -> ExitCode {
             ca_days: lifetimes.ca_days,
             node_days: lifetimes.node_days,
         }),
+        Command::Secrets(SecretsCommand::Update {
+            cluster,
+            secrets,
+            node_days,
+        }) => commands::secrets::update(&cluster, &secrets, node_days),
         Command::Secrets(SecretsCommand::Show { secrets, json, ca }) => {
             restore_sigpipe();
             commands::secrets::show(&secrets, json, ca)

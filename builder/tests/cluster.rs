@@ -375,10 +375,18 @@ fn a_three_node_cluster_boots_serves_and_fails_over() {
 
     // HAProxy checks every member each second and closes each check with
     // a reset; with OPTIONS checks Patroni has nothing left to write by
-    // then, so its REST server logs no traceback for them.
+    // then, so its REST server logs no traceback for them. (This test's
+    // own polls, from the network's gateway, may give up on a slow answer
+    // under load: those are not HAProxy's.)
+    let marker = "Exception happened during processing of request from ";
+    let test_host = format!("{}:", network.ip(1));
     for member in ["db-1", "db-2", "db-3"] {
         let log = logs(member);
-        if let Some(at) = log.find("Exception happened during processing of request") {
+        for (at, _) in log.match_indices(marker) {
+            let from = &log[at + marker.len()..];
+            if from.starts_with(&test_host) {
+                continue;
+            }
             let excerpt: String = log[at..].chars().take(2000).collect();
             panic!("{member}'s Patroni REST API logged an exception:\n{excerpt}");
         }

@@ -42,6 +42,16 @@ pub struct Member {
     pub id: String,
     pub name: String,
     pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+fn urls(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.as_str().map(str::to_string))
+        .collect()
 }
 
 fn members_of(answer: &Value) -> Vec<Member> {
@@ -52,12 +62,8 @@ fn members_of(answer: &Value) -> Vec<Member> {
         .map(|m| Member {
             id: m["ID"].as_str().unwrap_or_default().to_string(),
             name: m["name"].as_str().unwrap_or_default().to_string(),
-            peer_urls: m["peerURLs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|u| u.as_str().map(str::to_string))
-                .collect(),
+            peer_urls: urls(&m["peerURLs"]),
+            client_urls: urls(&m["clientURLs"]),
         })
         .collect()
 }
@@ -123,7 +129,8 @@ impl Etcd {
         }))
     }
 
-    pub fn values_under(&self, prefix: &str) -> Result<Vec<String>, String> {
+    /// (key, value) of every key starting with `prefix`.
+    pub fn entries_under(&self, prefix: &str) -> Result<Vec<(String, String)>, String> {
         let answer = self.call(
             "/v3/kv/range",
             json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix))}),
@@ -132,7 +139,7 @@ impl Etcd {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|kv| unb64(&kv["value"]))
+            .map(|kv| (unb64(&kv["key"]), unb64(&kv["value"])))
             .collect())
     }
 
@@ -226,12 +233,14 @@ mod tests {
     #[test]
     fn members_are_read_as_the_gateway_prints_them() {
         let answer = json!({"members": [
-            {"ID": "1234", "name": "db-1", "peerURLs": ["https://10.0.0.1:2380"]},
+            {"ID": "1234", "name": "db-1", "peerURLs": ["https://10.0.0.1:2380"], "clientURLs": ["https://10.0.0.1:2379"]},
             {"ID": "99", "peerURLs": ["https://10.0.0.2:2380"]},
         ]});
         let members = members_of(&answer);
         assert_eq!(members[0].name, "db-1");
         assert_eq!(members[1].name, "", "added, not started");
         assert_eq!(members[1].peer_urls, ["https://10.0.0.2:2380"]);
+        assert_eq!(members[0].client_urls, ["https://10.0.0.1:2379"]);
+        assert!(members[1].client_urls.is_empty());
     }
 }

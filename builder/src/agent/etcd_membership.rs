@@ -11,12 +11,14 @@
 //!   data is gone), so it is removed; then this node is added by its peer
 //!   URL (unless an earlier, interrupted join already added it) and etcd
 //!   starts with `initial-cluster-state: existing` and the cluster's
-//!   current membership.
+//!   current membership. Only one member joins at a time, and only while
+//!   the grown cluster keeps a quorum (etcd_quorum.rs).
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::agent::etcd::{Etcd, Member};
+use crate::agent::etcd_quorum;
 use crate::agent::https::ClientTls;
 
 /// How etcd is to start.
@@ -127,7 +129,14 @@ fn try_join(me: &Peer, peers: &[Peer], tls: &ClientTls) -> Result<Start, String>
     };
     let (peer, etcd) = peer;
     let members = etcd.member_list()?;
-    let members = match change_for(me, &members) {
+    let change = change_for(me, &members);
+    let replacing = match &change {
+        Change::RemoveThenAdd { stale_id } => Some(stale_id.as_str()),
+        _ => None,
+    };
+    let up = etcd_quorum::answering(&members, tls);
+    etcd_quorum::check_join(&me.name, &me.peer_url, &members, &up, replacing)?;
+    let members = match change {
         Change::RemoveThenAdd { stale_id } => {
             tracing::info!(
                 "etcd: {} is listed as a started member but this node has no etcd data (a rebuilt node): removing the stale member {stale_id} through {}, then adding this node",
@@ -203,6 +212,7 @@ mod tests {
             id: id.into(),
             name: name.into(),
             peer_urls: vec![format!("https://10.0.0.{ip}:2380")],
+            client_urls: vec![format!("https://10.0.0.{ip}:2379")],
         }
     }
 

@@ -12,8 +12,10 @@
 //! TTL: that only delays fencing.) When the lease has not been kept alive
 //! for the grace period, the node says so under
 //! `<namespace><scope>/nodeimg-suspects/<me>` (a key on a short lease of its
-//! own). Once a majority of all db members suspect the same lease, one of
-//! them checks that the leader key still lives on that lease and revokes
+//! own). Once a majority of etcd's voting members suspect the same lease
+//! (only suspicions written under a voting member's name count, and the
+//! membership is read each time: members come and go with the spec), one
+//! of them checks that the leader key still lives on that lease and revokes
 //! the lease: what its expiry would do, only sooner. Patroni elects a new
 //! leader at once.
 //!
@@ -26,7 +28,6 @@
 //! suspected. A majority must agree, so one node with a bad view cannot act,
 //! and without an etcd quorum nothing can be read or revoked at all.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::agent::etcd::Etcd;
@@ -42,8 +43,6 @@ pub struct FenceConfig {
     /// `<namespace><scope>/`, as Patroni lays out its keys.
     pub prefix: String,
     pub me: String,
-    /// Every db member: name, IP.
-    pub members: Vec<(String, Ipv4Addr)>,
     /// How long the leader must look dead to a majority before its key goes.
     pub grace: Duration,
 }
@@ -56,11 +55,18 @@ impl FenceConfig {
     }
 }
 
-/// True when `suspects` (the values of every suspicion key) show that a
-/// majority of the `members` db members suspect `leader_mark`.
-pub fn majority_suspects(suspects: &[String], leader_mark: &str, members: usize) -> bool {
-    let agreeing = suspects.iter().filter(|s| *s == leader_mark).count();
-    agreeing > members / 2
+/// True when a majority of the `voters` (etcd's started voting members, by
+/// name) suspect `leader_mark`; `suspects` are (member name, suspicion).
+pub fn majority_suspects(
+    suspects: &[(String, String)],
+    leader_mark: &str,
+    voters: &[String],
+) -> bool {
+    let agreeing = suspects
+        .iter()
+        .filter(|(name, mark)| mark == leader_mark && voters.contains(name))
+        .count();
+    agreeing > voters.len() / 2
 }
 
 /// Runs forever (a thread of the db node's agent).
@@ -112,8 +118,20 @@ pub fn watch(config: FenceConfig) {
         if etcd.put_leased(&my_suspicion, &mark, 3).is_err() {
             continue;
         }
-        let suspects = etcd.values_under(&suspects_prefix).unwrap_or_default();
-        if !majority_suspects(&suspects, &mark, config.members.len()) {
+        let Ok(members) = etcd.member_list() else {
+            continue;
+        };
+        // Every voter counts in the majority; an added member that has not
+        // started yet cannot suspect, so it makes agreement harder, never
+        // easier.
+        let voters: Vec<String> = members.into_iter().map(|m| m.name).collect();
+        let suspects: Vec<(String, String)> = etcd
+            .entries_under(&suspects_prefix)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(key, mark)| Some((key.strip_prefix(&suspects_prefix)?.to_string(), mark)))
+            .collect();
+        if !majority_suspects(&suspects, &mark, &voters) {
             continue;
         }
         // Only while the key still names that lease: a new term is never
@@ -145,16 +163,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_majority_of_all_members_must_agree_on_the_same_lease() {
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    fn a_majority_of_the_voting_members_must_agree_on_the_same_lease() {
+        let s = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(n, m)| (n.to_string(), m.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let voters = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let three = voters(&["db-1", "db-2", "db-3"]);
         // 3 members, the leader dead: both survivors must agree.
-        assert!(!majority_suspects(&s(&["db-1@7"]), "db-1@7", 3));
-        assert!(majority_suspects(&s(&["db-1@7", "db-1@7"]), "db-1@7", 3));
+        assert!(!majority_suspects(
+            &s(&[("db-2", "db-1@7")]),
+            "db-1@7",
+            &three
+        ));
+        assert!(majority_suspects(
+            &s(&[("db-2", "db-1@7"), ("db-3", "db-1@7")]),
+            "db-1@7",
+            &three
+        ));
         // A suspicion of another lease (an earlier term) does not count.
-        assert!(!majority_suspects(&s(&["db-1@7", "db-1@6"]), "db-1@7", 3));
-        // 5 members: three.
-        assert!(!majority_suspects(&s(&["a@1", "a@1"]), "a@1", 5));
-        assert!(majority_suspects(&s(&["a@1", "a@1", "a@1"]), "a@1", 5));
+        assert!(!majority_suspects(
+            &s(&[("db-2", "db-1@7"), ("db-3", "db-1@6")]),
+            "db-1@7",
+            &three
+        ));
+        // Nor one written under a name etcd no longer counts as a voter
+        // (a removed node still running).
+        assert!(!majority_suspects(
+            &s(&[("db-2", "db-1@7"), ("db-5", "db-1@7")]),
+            "db-1@7",
+            &three
+        ));
+        // 5 voters, or 4 with one added and not started (no name): three.
+        let two = s(&[("db-2", "a@1"), ("db-3", "a@1")]);
+        let three_agree = s(&[("db-2", "a@1"), ("db-3", "a@1"), ("db-4", "a@1")]);
+        let five = voters(&["db-1", "db-2", "db-3", "db-4", "db-5"]);
+        assert!(!majority_suspects(&two, "a@1", &five));
+        assert!(majority_suspects(&three_agree, "a@1", &five));
+        assert!(!majority_suspects(
+            &two,
+            "a@1",
+            &voters(&["db-1", "db-2", "db-3", ""])
+        ));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The on-node agent (`nodeimg boot`, PID 1 of every image): who this node
 //! is, its rendered configuration, the services it supervises, the SQL the
-//! leader runs, and fencing of a dead leader.
+//! leader runs, etcd membership changes, and fencing of a dead leader.
 
 pub mod bootstrap_sql;
 pub mod etcd;
 pub mod etcd_membership;
+pub mod etcd_quorum;
 pub mod fencing;
 pub mod https;
 pub mod identity;

@@ -108,19 +108,50 @@ fn render_all(
     Ok((view, files))
 }
 
-/// The node's files again from a re-read secrets file (a rotation), with
-/// the identity and spec it booted with.
-pub fn rerender(node: &Node, options: &NodeSources) -> anyhow::Result<Vec<RenderedFile>> {
+/// What a reload found: the node's new files, and the db members the
+/// re-read spec no longer lists.
+pub struct Reloaded {
+    pub files: Vec<RenderedFile>,
+    pub removed_db: Vec<Member>,
+}
+
+/// Re-reads the cluster spec and the secrets (a rotation, members added
+/// or removed) and renders the node's files again; the node keeps the
+/// name and address it booted with. Nothing is changed when it fails.
+pub fn reload(node: &mut Node, options: &NodeSources) -> anyhow::Result<Reloaded> {
+    let spec = ClusterSpec::load(&options.cluster)?;
+    let name = &node.me.name;
+    let Some((role, me)) = spec.member_by_name(name) else {
+        bail!(
+            "this node ({name}) is no longer in the cluster spec {}: it keeps running as it was; stop it and delete the server (the db nodes the spec keeps remove it from etcd when they reload)",
+            options.cluster.display()
+        );
+    };
+    if role != node.role || me.ip != node.me.ip {
+        bail!(
+            "the cluster spec {} now makes {name} a {} member at {}, but it runs the {} image at {}: a node keeps its role and address; replace the server instead",
+            options.cluster.display(),
+            role.as_str(),
+            me.ip,
+            node.role.as_str(),
+            node.me.ip
+        );
+    }
+    let me = me.clone();
     let secrets = load_secrets(options.secrets.as_deref(), node.role)?;
-    warn_if_expiring(&secrets, &node.me.name);
-    let (_, files) = render_all(
-        &node.spec,
-        node.role,
-        &node.me,
-        &secrets,
-        &options.templates,
-    )?;
-    Ok(files)
+    warn_if_expiring(&secrets, name);
+    let (view, files) = render_all(&spec, node.role, &me, &secrets, &options.templates)?;
+    let removed_db = node
+        .spec
+        .db_members
+        .iter()
+        .filter(|old| spec.db_members.iter().all(|new| new.name != old.name))
+        .cloned()
+        .collect();
+    node.spec = spec;
+    node.me = me;
+    node.view = view;
+    Ok(Reloaded { files, removed_db })
 }
 
 /// A certificate with less than a third of its life left is logged at

@@ -210,12 +210,6 @@ fn fence_config(node: &Node) -> crate::agent::fencing::FenceConfig {
         // Patroni's namespace (patroni.yml.j2) and scope.
         prefix: format!("/nodeimg/{}/", node.spec.cluster.name),
         me: node.me.name.clone(),
-        members: node
-            .spec
-            .db_members
-            .iter()
-            .map(|m| (m.name.clone(), m.ip))
-            .collect(),
         grace: crate::agent::fencing::FenceConfig::grace_for(
             timings.loop_wait,
             timings.retry_timeout,
@@ -410,4 +404,32 @@ pub fn prepare_etcd(node: &mut Node, templates: &Path, accounts: &Accounts) -> a
         write_files(Path::new(RUN_DIR), &etcd_yml, Some(accounts))?;
     }
     Ok(())
+}
+
+/// After a reload whose spec dropped db members: they leave etcd, one at a
+/// time and only while the rest keeps a quorum (in the background; the
+/// outcome is logged).
+pub fn remove_dropped_members(
+    node: &Node,
+    dropped: &[crate::cluster::Member],
+    pending: &crate::agent::etcd_quorum::PendingRemovals,
+) {
+    if node.role != Role::Db || node.spec.cluster.dcs != Dcs::Etcd {
+        return;
+    }
+    let ports = &node.view.ports;
+    let peers = dropped
+        .iter()
+        .map(|m| crate::agent::etcd_membership::Peer {
+            name: m.name.clone(),
+            client_url: format!("https://{}:{}", m.ip, ports.etcd_client),
+            peer_url: format!("https://{}:{}", m.ip, ports.etcd_peer),
+        })
+        .collect();
+    pending.request(
+        peers,
+        format!("https://127.0.0.1:{}", ports.etcd_client),
+        client_tls(node),
+        format!("/nodeimg/{}/leader", node.spec.cluster.name),
+    );
 }

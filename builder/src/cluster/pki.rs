@@ -92,6 +92,56 @@ impl TlsSecrets {
         Ok(())
     }
 
+    /// After members were added to or removed from the spec: a certificate
+    /// for every member that has none, or whose names no longer match what
+    /// the spec gives it (a proxy or the load balancer added); the
+    /// certificates of nodes no longer in the spec dropped; every other
+    /// certificate kept, so running nodes need nothing new. Returns (issued,
+    /// dropped) node names.
+    pub fn sync_members(
+        &mut self,
+        spec: &ClusterSpec,
+        node_days: u32,
+    ) -> Result<(Vec<String>, Vec<String>), PkiError> {
+        let ca_key = self.ca_key.clone().ok_or(PkiError::NoCaKey)?;
+        let key = KeyPair::from_pem(&ca_key)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert, key)?;
+        let wanted: BTreeMap<String, (Role, Ipv4Addr)> = spec
+            .members()
+            .map(|(role, m)| (m.name.clone(), (role, m.ip)))
+            .collect();
+        let dropped: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|name| !wanted.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in &dropped {
+            self.nodes.remove(name);
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut issued = Vec::new();
+        for (name, (role, ip)) in wanted {
+            let expected = san_strings(&node_sans(spec, role, &name, ip));
+            let current = self
+                .nodes
+                .get(&name)
+                .and_then(|c| inspect(&name, &c.cert, now).ok())
+                .map(|info| {
+                    info.sans
+                        .into_iter()
+                        .collect::<std::collections::BTreeSet<_>>()
+                });
+            if current.as_ref() == Some(&expected) {
+                continue;
+            }
+            let cert = issue(&issuer, spec, role, &name, ip, node_days)?;
+            self.nodes.insert(name.clone(), cert);
+            issued.push(name);
+        }
+        Ok((issued, dropped))
+    }
+
     /// Starts a CA rotation: the current CA is kept as trusted, a new one
     /// issues new node certificates. Nodes given these files trust both,
     /// so old and new certificates verify during the overlap.
@@ -189,6 +239,17 @@ pub fn node_sans(spec: &ClusterSpec, role: Role, name: &str, ip: Ipv4Addr) -> Ve
     dns.into_iter()
         .filter_map(|d| d.try_into().ok().map(SanType::DnsName))
         .chain(ips.into_iter().map(|ip| SanType::IpAddress(IpAddr::V4(ip))))
+        .collect()
+}
+
+/// SANs as `secrets show` prints them (`DNS:name`, `IP:address`).
+fn san_strings(sans: &[SanType]) -> std::collections::BTreeSet<String> {
+    sans.iter()
+        .map(|san| match san {
+            SanType::DnsName(d) => format!("DNS:{}", d.as_str()),
+            SanType::IpAddress(ip) => format!("IP:{ip}"),
+            other => format!("{other:?}"),
+        })
         .collect()
 }
 
@@ -391,6 +452,51 @@ mod tests {
         assert!(bundle.contains(old_ca.trim()) && bundle.contains(tls.ca_cert.trim()));
         assert_eq!(tls.finish_ca_rotation(), 1);
         assert!(!tls.trusted_bundle().contains(old_ca.trim()));
+    }
+
+    #[test]
+    fn syncing_members_issues_for_new_nodes_and_keeps_the_others() {
+        let spec = spec();
+        let mut tls = TlsSecrets::generate(&spec, CA_DAYS, NODE_DAYS).unwrap();
+        let before = tls.clone();
+        assert_eq!(
+            tls.sync_members(&spec, NODE_DAYS).unwrap(),
+            (vec![], vec![]),
+            "an unchanged spec changes nothing"
+        );
+        assert_eq!(tls, before);
+        // Two db members added, one removed.
+        let mut grown = spec.clone();
+        let mut added = grown.db_members[0].clone();
+        added.name = "db-postgres-09".into();
+        added.ip = "10.0.0.129".parse().unwrap();
+        grown.db_members.push(added);
+        grown.db_members.remove(1);
+        let (issued, dropped) = tls.sync_members(&grown, NODE_DAYS).unwrap();
+        assert_eq!(issued, ["db-postgres-09"]);
+        assert_eq!(dropped, ["db-postgres-02"]);
+        assert_eq!(tls.nodes["db-postgres-01"], before.nodes["db-postgres-01"]);
+        let new = inspect(
+            "n",
+            &tls.nodes["db-postgres-09"].cert,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        assert!(new.sans.contains(&"IP:10.0.0.129".to_string()), "{new:?}");
+        // A proxy moved: every db certificate names the proxies, so they
+        // are issued again, and the moved proxy's own.
+        let mut moved = grown.clone();
+        moved.haproxy_members[0].ip = "10.0.0.19".parse().unwrap();
+        let (issued, _) = tls.sync_members(&moved, NODE_DAYS).unwrap();
+        assert_eq!(
+            issued,
+            [
+                "db-postgres-01",
+                "db-postgres-03",
+                "db-postgres-09",
+                "haproxy-01"
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::agent::etcd_quorum::PendingRemovals;
 use crate::agent::identity::MetadataSource;
 use crate::agent::node::{self, NodeSources};
 use crate::agent::render::RUN_DIR;
@@ -53,11 +54,14 @@ pub fn run(options: &BootOptions) -> anyhow::Result<i32> {
     let services = services::for_node(&node, &accounts)?;
     let table = ProcessTable::default();
     services::start_background_tasks(&node, &accounts, &table);
-    // SIGHUP (`systemctl reload`, `docker kill -s HUP`): new secrets.
-    let mut reload = || match node::rerender(&node, &sources)
-        .and_then(|files| services::write_files(Path::new(RUN_DIR), &files, Some(&accounts)))
-    {
-        Ok(changed) => {
+    let removals = PendingRemovals::default();
+    // SIGHUP (`systemctl reload`, `docker kill -s HUP`): a new spec or new
+    // secrets.
+    let mut reload = || match node::reload(&mut node, &sources).and_then(|reloaded| {
+        let changed = services::write_files(Path::new(RUN_DIR), &reloaded.files, Some(&accounts))?;
+        Ok((changed, reloaded.removed_db))
+    }) {
+        Ok((changed, removed_db)) => {
             tracing::info!(
                 "reload: changed {}",
                 if changed.is_empty() {
@@ -66,6 +70,7 @@ pub fn run(options: &BootOptions) -> anyhow::Result<i32> {
                     changed.join(", ")
                 }
             );
+            services::remove_dropped_members(&node, &removed_db, &removals);
             services::reload_plan(node.role, &changed)
         }
         Err(err) => {

@@ -143,6 +143,52 @@ pub fn rotate(options: &RotateOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After members were added to or removed from the spec: certificates for
+/// the new ones, the removed ones' dropped, everything else kept.
+pub fn update(cluster: &Path, secrets_path: &Path, node_days: u32) -> anyhow::Result<()> {
+    let spec = ClusterSpec::load(cluster)?;
+    let mut secrets = Secrets::read(secrets_path)?;
+    let added = secrets.fill_missing(&spec)?;
+    let Some(tls) = secrets.tls.as_mut() else {
+        anyhow::bail!(
+            "{} has no TLS material: run `nodeimg secrets rotate` once to give it a CA and node certificates",
+            secrets_path.display()
+        );
+    };
+    let (issued, dropped) = tls.sync_members(&spec, node_days)?;
+    if issued.is_empty() && dropped.is_empty() && added.is_empty() {
+        eprintln!(
+            "{}: already matches {} (nothing changed)",
+            secrets_path.display(),
+            cluster.display()
+        );
+        return Ok(());
+    }
+    write_private(secrets_path, &secrets.to_toml(), true)?;
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    eprintln!(
+        "{}: certificates issued for {}; dropped for {}{}",
+        secrets_path.display(),
+        list(&issued),
+        list(&dropped),
+        if added.is_empty() {
+            String::new()
+        } else {
+            format!("; also added {}", added.join(", "))
+        }
+    );
+    eprintln!(
+        "give each new node its file (`nodeimg secrets for-node NAME -o FILE`) and every other node the edited spec, then reload them (the README says how)"
+    );
+    Ok(())
+}
+
 /// Lists every certificate with its expiry; warns about those with less
 /// than a third of their lifetime left.
 pub fn show(secrets: &Path, json: bool, ca_only: bool) -> anyhow::Result<()> {
