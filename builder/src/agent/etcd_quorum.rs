@@ -35,7 +35,8 @@ fn label(member: &Member) -> String {
 }
 
 fn names<'a>(members: impl Iterator<Item = &'a Member>) -> String {
-    let names: Vec<String> = members.map(label).collect();
+    let mut names: Vec<String> = members.map(label).collect();
+    names.sort();
     if names.is_empty() {
         "none".into()
     } else {
@@ -185,7 +186,14 @@ pub fn remove_members(
                 });
             }
             Removal::Remove { id, name } => {
-                etcd.member_remove(&id)?;
+                if let Err(err) = etcd.member_remove(&id) {
+                    // Another db node, reloaded with the same spec, may
+                    // have removed it first.
+                    if etcd.member_list()?.iter().any(|m| m.id == id) {
+                        return Err(err);
+                    }
+                    continue;
+                }
                 tracing::info!(
                     "etcd: removed {name} (no longer in the cluster spec); {} voting members left",
                     members.len() - 1
