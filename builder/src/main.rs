@@ -194,6 +194,49 @@ struct Lifetimes {
 }
 
 #[derive(Subcommand)]
+enum BackupCommand {
+    /// The repository's state (stanza, backups, cipher) and, on the
+    /// primary, WAL archiving's (pg_stat_archiver); exits 1 when either
+    /// has a problem, naming it.
+    Status {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: BackupNode,
+    },
+    /// The repository's backups, oldest first (label, type, duration,
+    /// sizes, the WAL range a restore needs).
+    List {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: BackupNode,
+    },
+    /// Take a backup now; run it on the primary.
+    Now {
+        /// full, diff (changes since the last full) or incr (since the
+        /// last backup).
+        #[arg(long = "type", default_value = "full", value_parser = ["full", "diff", "incr"])]
+        kind: String,
+        #[command(flatten)]
+        node: BackupNode,
+    },
+}
+
+#[derive(clap::Args)]
+struct BackupNode {
+    /// The node's rendered pgBackRest configuration (`nodeimg boot` writes it).
+    #[arg(
+        long,
+        default_value = "/run/nodeimg/pgbackrest.conf",
+        value_name = "FILE"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
 enum DemoCommand {
     /// Start the demo: load images/<role>.tar into Docker if needed, write
     /// the demo's spec and secrets under --state-dir, create the network,
@@ -454,6 +497,16 @@ enum Command {
     /// in an image).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+
+    /// The cluster's pgBackRest repository (spec `[backup]`), from inside a
+    /// db node: its state and WAL archiving, its backups, a backup now.
+    ///
+    /// Examples:
+    ///   docker exec <db container> nodeimg backup status
+    ///   docker exec <db container> nodeimg backup list --json
+    ///   docker exec <primary container> nodeimg backup now --type full
+    #[command(subcommand, verbatim_doc_comment)]
+    Backup(BackupCommand),
 
     /// Run a node: the image's entrypoint (PID 1 in the container).
     ///
@@ -914,6 +967,23 @@ fn main() -> ExitCode {
         Command::Secrets(SecretsCommand::Show { secrets, json, ca }) => {
             restore_sigpipe();
             commands::secrets::show(&secrets, json, ca)
+        }
+        Command::Backup(command) => {
+            restore_sigpipe();
+            let code = match command {
+                BackupCommand::Status { json, node } => {
+                    commands::backup::status(&node.config, json)
+                }
+                BackupCommand::List { json, node } => commands::backup::list(&node.config, json),
+                BackupCommand::Now { kind, node } => commands::backup::now(&node.config, &kind),
+            };
+            return match code {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Boot {
             cluster,

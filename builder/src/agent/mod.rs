@@ -2,6 +2,7 @@
 //! is, its rendered configuration, the services it supervises, the SQL the
 //! leader runs, etcd membership changes, and fencing of a dead leader.
 
+pub mod backup;
 pub mod bootstrap_sql;
 pub mod etcd;
 pub mod etcd_membership;

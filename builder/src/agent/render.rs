@@ -158,6 +158,25 @@ pub struct PgbouncerView {
     pub default_pool_size: u32,
 }
 
+/// pgBackRest as a db node runs it (`[backup]`); none without the section.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupView {
+    /// The stanza: the cluster's name.
+    pub stanza: String,
+    /// The rendered pgbackrest.conf every pgBackRest command is given.
+    pub config: String,
+    pub repo_type: String,
+    pub repo_path: String,
+    /// The repository passphrase; none when `encrypt = false`.
+    pub cipher_password: Option<String>,
+    pub retention_full: u32,
+    pub retention_diff: u32,
+    pub archive_timeout: u32,
+    /// `/usr/bin/pgbackrest --config=… --stanza=…`: what every pgBackRest
+    /// command of the node starts with.
+    pub command: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterInfo {
     pub name: String,
@@ -185,6 +204,7 @@ pub struct NodeView {
     pub users: Vec<UserView>,
     pub pools: Vec<PoolView>,
     pub pgbouncer: PgbouncerView,
+    pub backup: Option<BackupView>,
 }
 
 /// A rendered file: its name under the run folder, its text, its mode.
@@ -237,6 +257,7 @@ pub fn templates_for(role: &str) -> &'static [(&'static str, &'static str)] {
         "db" => &[
             ("patroni.yml.j2", "patroni.yml"),
             ("etcd.yml.j2", "etcd.yml"),
+            ("pgbackrest.conf.j2", "pgbackrest.conf"),
         ],
         "haproxy" => &[
             ("haproxy.cfg.j2", "haproxy.cfg"),
@@ -259,6 +280,9 @@ pub fn render(view: &NodeView, dir: &Path) -> Result<Vec<RenderedFile>, RenderEr
     let mut out = Vec::new();
     for (template, file) in templates_for(&view.role) {
         if view.dcs != "etcd" && *file == "etcd.yml" {
+            continue;
+        }
+        if view.backup.is_none() && *file == "pgbackrest.conf" {
             continue;
         }
         let path = dir.join(template);
@@ -291,7 +315,9 @@ impl NodeView {
         secrets: &crate::cluster::secrets::Secrets,
         bin_dir: &str,
     ) -> Result<NodeView, crate::cluster::secrets::SecretsError> {
-        use crate::cluster::secrets::{ENV_REPLICATION, ENV_REST_API, ENV_REWIND, ENV_SUPERUSER};
+        use crate::cluster::secrets::{
+            ENV_BACKUP_CIPHER, ENV_REPLICATION, ENV_REST_API, ENV_REWIND, ENV_SUPERUSER,
+        };
         use crate::cluster::{Dcs, PoolTarget, Role};
         let member = |m: &crate::cluster::Member| MemberView {
             name: m.name.clone(),
@@ -341,6 +367,35 @@ impl NodeView {
         // Every node has its own certificate: checked here, so nothing
         // without one renders or ships.
         tls_files(secrets, &me.name)?;
+        let backup = match (&spec.backup, role) {
+            (Some(backup), Role::Db) => Some(BackupView {
+                stanza: spec.cluster.name.clone(),
+                config: format!("{RUN_DIR}/pgbackrest.conf"),
+                repo_type: backup.repository.as_str().to_string(),
+                repo_path: backup.path.clone(),
+                cipher_password: if backup.encrypt {
+                    Some(
+                        secrets
+                            .required_password(
+                                "backup_cipher_password",
+                                &secrets.backup_cipher_password,
+                                ENV_BACKUP_CIPHER,
+                            )?
+                            .to_string(),
+                    )
+                } else {
+                    None
+                },
+                retention_full: backup.retention_full,
+                retention_diff: backup.retention_diff,
+                archive_timeout: backup.archive_timeout,
+                command: format!(
+                    "/usr/bin/pgbackrest --config={RUN_DIR}/pgbackrest.conf --stanza={}",
+                    spec.cluster.name
+                ),
+            }),
+            _ => None,
+        };
         Ok(NodeView {
             cluster: ClusterInfo {
                 name: spec.cluster.name.clone(),
@@ -415,6 +470,7 @@ impl NodeView {
                 max_client_conn: spec.pgbouncer.max_client_conn,
                 default_pool_size: spec.pgbouncer.default_pool_size,
             },
+            backup,
         })
     }
 }

@@ -118,6 +118,10 @@ fn db_services(node: &Node, accounts: &Accounts) -> anyhow::Result<Vec<ServiceSp
         owned_dir(&parent.to_string_lossy(), postgres, 0o755)?;
     }
     owned_dir(&node.view.paths.socket_dir, postgres, 0o2775)?;
+    // A posix repository is a mounted path pgBackRest writes as postgres.
+    if let Some(backup) = node.view.backup.as_ref().filter(|b| b.repo_type == "posix") {
+        owned_dir(&backup.repo_path, postgres, 0o750)?;
+    }
     let path = format!(
         "{}:/usr/sbin:/usr/bin:/sbin:/bin",
         node.view.postgresql.bin_dir
@@ -297,8 +301,9 @@ pub fn for_node(node: &Node, accounts: &Accounts) -> anyhow::Result<Vec<ServiceS
 }
 
 /// What the agent runs beside the services on a db node: fencing of a dead
-/// leader (etcd only, when the spec keeps it on) and, when the spec has
-/// users or databases, the leader's bootstrap SQL.
+/// leader (etcd only, when the spec keeps it on), when the spec has users
+/// or databases the leader's bootstrap SQL, and with `[backup]` the
+/// primary's stanza and archiving checks.
 pub fn start_background_tasks(node: &Node, accounts: &Accounts, table: &ProcessTable) {
     if node.role != Role::Db {
         return;
@@ -309,6 +314,28 @@ pub fn start_background_tasks(node: &Node, accounts: &Accounts, table: &ProcessT
     }
     if !node.spec.users.is_empty() || !node.spec.databases.is_empty() {
         start_leader_tasks(node, accounts, table.clone());
+    }
+    if let Some(backup) = &node.view.backup {
+        let psql = vec![
+            format!("{}/psql", node.view.postgresql.bin_dir),
+            "-X".into(),
+            "-h".into(),
+            node.view.paths.socket_dir.clone(),
+            "-p".into(),
+            node.view.ports.postgres.to_string(),
+            "-U".into(),
+            "postgres".into(),
+            "-d".into(),
+            "postgres".into(),
+        ];
+        crate::agent::backup::start_primary_tasks(
+            backup.clone(),
+            format!("https://{}:{}/primary", node.me.ip, node.view.ports.patroni),
+            client_tls(node),
+            psql,
+            accounts.postgres,
+            table.clone(),
+        );
     }
 }
 

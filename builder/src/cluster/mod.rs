@@ -4,6 +4,7 @@
 
 // The cluster model: its spec (here) and its secrets.
 
+pub mod backup;
 pub mod pki;
 pub mod scram;
 pub mod secrets;
@@ -47,6 +48,9 @@ pub struct ClusterSpec {
     pub hosts: HostSettings,
     #[serde(default)]
     pub hetzner: HetznerSettings,
+    /// pgBackRest: WAL archive and backups (none without this section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<backup::BackupSettings>,
 }
 
 /// What `nodeimg plan` creates on Hetzner Cloud.
@@ -817,6 +821,23 @@ impl ClusterSpec {
                     format!(
                         "{repository:?} carries a digest: name only the repository, the digest is taken from the image `nodeimg build` made"
                     ),
+                );
+            }
+        }
+        if let Some(backup) = &self.backup {
+            backup.validate()?;
+            if let Some(name) = [
+                "archive_mode",
+                "archive_command",
+                "archive_timeout",
+                "restore_command",
+            ]
+            .iter()
+            .find(|name| self.postgresql.parameters.contains_key(**name))
+            {
+                return fail(
+                    &format!("postgresql.parameters.{name}"),
+                    "is set by [backup] (pgBackRest archives the WAL): remove it here, or remove [backup]".into(),
                 );
             }
         }

@@ -23,6 +23,7 @@ pub const ENV_SUPERUSER: &str = "NODEIMG_SUPERUSER_PASSWORD";
 pub const ENV_REPLICATION: &str = "NODEIMG_REPLICATION_PASSWORD";
 pub const ENV_REWIND: &str = "NODEIMG_REWIND_PASSWORD";
 pub const ENV_REST_API: &str = "NODEIMG_REST_API_PASSWORD";
+pub const ENV_BACKUP_CIPHER: &str = "NODEIMG_BACKUP_CIPHER_PASSWORD";
 /// `NODEIMG_USER_<NAME>_SCRAM`, the name upper-cased with `-` as `_`.
 pub const ENV_USER_PREFIX: &str = "NODEIMG_USER_";
 
@@ -42,6 +43,11 @@ pub struct Secrets {
     /// (PATCH /config, POST /restart, /failover, ...) asks for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest_api_password: Option<String>,
+    /// The passphrase pgBackRest encrypts the backup repository with
+    /// (`[backup] encrypt`). Lost, every backup is unreadable: keep a copy
+    /// outside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_cipher_password: Option<String>,
     /// Application users by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, UserSecret>,
@@ -146,6 +152,11 @@ impl Secrets {
                 added.push(name.to_string());
             }
         }
+        if spec.backup.as_ref().is_some_and(|b| b.encrypt) && self.backup_cipher_password.is_none()
+        {
+            self.backup_cipher_password = Some(random_password());
+            added.push("backup_cipher_password".to_string());
+        }
         for user in &spec.users {
             if self
                 .users
@@ -197,6 +208,7 @@ impl Secrets {
                 ENV_REPLICATION => self.replication_password = Some(value),
                 ENV_REWIND => self.rewind_password = Some(value),
                 ENV_REST_API => self.rest_api_password = Some(value),
+                ENV_BACKUP_CIPHER => self.backup_cipher_password = Some(value),
                 _ => {
                     if let Some(user) = name
                         .strip_prefix(ENV_USER_PREFIX)
@@ -215,7 +227,7 @@ impl Secrets {
     pub fn is_secret_env(name: &str) -> bool {
         matches!(
             name,
-            ENV_SUPERUSER | ENV_REPLICATION | ENV_REWIND | ENV_REST_API
+            ENV_SUPERUSER | ENV_REPLICATION | ENV_REWIND | ENV_REST_API | ENV_BACKUP_CIPHER
         ) || name.starts_with(ENV_USER_PREFIX)
     }
 

@@ -1,5 +1,6 @@
 //! The subcommands of the `nodeimg` binary, one module each.
 
+pub mod backup;
 pub mod boot;
 pub mod build;
 pub mod bundle;

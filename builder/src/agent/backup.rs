@@ -1,0 +1,293 @@
+//! pgBackRest on a db node: the stanza the primary creates and checks
+//! after every promotion, loud logs when WAL archiving fails, and what
+//! `nodeimg backup` reads (the repository's info, PostgreSQL's archiver).
+//!
+//! WAL archiving itself is PostgreSQL's `archive_command` (rendered into
+//! Patroni's configuration), so it follows whichever node is primary.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::agent::render::BackupView;
+use crate::agent::supervise::ProcessTable;
+
+/// A pgBackRest command of this node, run as postgres.
+pub fn pgbackrest(view: &BackupView, args: &[&str], postgres: (u32, u32)) -> Command {
+    pgbackrest_from(&view.command, args, postgres)
+}
+
+/// The same from `pgbackrest --config=… --stanza=…` as text.
+pub fn pgbackrest_from(command_line: &str, args: &[&str], postgres: (u32, u32)) -> Command {
+    let mut words = command_line.split_whitespace();
+    let mut command = Command::new(words.next().unwrap_or("/usr/bin/pgbackrest"));
+    command.args(words).args(args);
+    command
+        .env_clear()
+        .env("LANG", "C.UTF-8")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .gid(postgres.1)
+        .uid(postgres.0);
+    command
+}
+
+/// PostgreSQL's view of WAL archiving (`pg_stat_archiver`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Archiver {
+    pub archived_count: u64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_at: Option<String>,
+    pub failed_count: u64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_at: Option<String>,
+    /// The last attempt failed (a failure newer than the last success).
+    pub failing: bool,
+}
+
+/// One line, `|`-separated, as `psql -tAF'|'` prints it.
+pub const ARCHIVER_SQL: &str = "select archived_count, coalesce(last_archived_wal, ''), coalesce(to_char(last_archived_time at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), failed_count, coalesce(last_failed_wal, ''), coalesce(to_char(last_failed_time at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver";
+
+pub fn parse_archiver(line: &str) -> Option<Archiver> {
+    let fields: Vec<&str> = line.trim().split('|').collect();
+    if fields.len() != 7 {
+        return None;
+    }
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Some(Archiver {
+        archived_count: fields[0].parse().ok()?,
+        last_archived_wal: text(fields[1]),
+        last_archived_at: text(fields[2]),
+        failed_count: fields[3].parse().ok()?,
+        last_failed_wal: text(fields[4]),
+        last_failed_at: text(fields[5]),
+        failing: fields[6] == "t",
+    })
+}
+
+/// One backup of the repository, from `pgbackrest info --output=json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupEntry {
+    pub label: String,
+    /// full, diff or incr.
+    pub kind: String,
+    pub started_at: i64,
+    pub stopped_at: i64,
+    /// Bytes of the database at backup time, and stored in the repository.
+    pub size: u64,
+    pub repository_size: u64,
+    /// The WAL range a restore of it needs.
+    pub wal_start: String,
+    pub wal_stop: String,
+}
+
+/// The stanza as the repository reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepositoryInfo {
+    pub stanza: String,
+    /// pgBackRest's status: 0 ok, 1 missing stanza path, 2 no valid
+    /// backups, 3 missing stanza data, 4 different cipher, 99 other.
+    pub status_code: i64,
+    pub status: String,
+    pub cipher: String,
+    pub backups: Vec<BackupEntry>,
+    /// The oldest and newest WAL segment archived.
+    pub wal_min: Option<String>,
+    pub wal_max: Option<String>,
+}
+
+pub fn parse_info(json: &str, stanza: &str) -> Result<RepositoryInfo, String> {
+    let all: Value = serde_json::from_str(json)
+        .map_err(|e| format!("pgbackrest info did not print JSON: {e}"))?;
+    let entry = all
+        .as_array()
+        .and_then(|list| list.iter().find(|s| s["name"] == stanza))
+        .ok_or_else(|| format!("pgbackrest info lists no stanza {stanza:?}"))?;
+    let number = |v: &Value| v.as_u64().unwrap_or(0);
+    let backups = entry["backup"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| BackupEntry {
+            label: b["label"].as_str().unwrap_or_default().to_string(),
+            kind: b["type"].as_str().unwrap_or_default().to_string(),
+            started_at: b["timestamp"]["start"].as_i64().unwrap_or(0),
+            stopped_at: b["timestamp"]["stop"].as_i64().unwrap_or(0),
+            size: number(&b["info"]["size"]),
+            repository_size: number(&b["info"]["repository"]["size"]),
+            wal_start: b["archive"]["start"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            wal_stop: b["archive"]["stop"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+        .collect();
+    let archives: Vec<&Value> = entry["archive"].as_array().into_iter().flatten().collect();
+    let wal = |key: &str| {
+        archives
+            .iter()
+            .filter_map(|a| a[key].as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .reduce(|a, b| if key == "min" { a.min(b) } else { a.max(b) })
+    };
+    Ok(RepositoryInfo {
+        stanza: stanza.to_string(),
+        status_code: entry["status"]["code"].as_i64().unwrap_or(99),
+        status: entry["status"]["message"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string(),
+        cipher: entry["cipher"].as_str().unwrap_or("none").to_string(),
+        backups,
+        wal_min: wal("min"),
+        wal_max: wal("max"),
+    })
+}
+
+/// On the primary: creates the stanza (idempotent) and checks that WAL
+/// reaches the repository, after every promotion; every minute, logs an
+/// error while `archive_command` fails. Failures are logged, never fatal:
+/// the database keeps serving.
+pub fn start_primary_tasks(
+    view: BackupView,
+    primary_url: String,
+    tls: crate::agent::https::ClientTls,
+    psql: Vec<String>,
+    postgres: (u32, u32),
+    table: ProcessTable,
+) {
+    std::thread::spawn(move || {
+        let agent = loop {
+            match tls.agent(Duration::from_secs(2)) {
+                Ok(agent) => break agent,
+                Err(err) => {
+                    tracing::error!("backup tasks: {err}; retrying");
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+        };
+        let mut stanza_ready = false;
+        let mut next_try = std::time::Instant::now();
+        let mut next_archiver_check = std::time::Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let primary = agent
+                .get(&primary_url)
+                .call()
+                .is_ok_and(|r| r.status().as_u16() == 200);
+            if !primary {
+                stanza_ready = false;
+                continue;
+            }
+            let now = std::time::Instant::now();
+            if !stanza_ready && now >= next_try {
+                match run_logged(&table, pgbackrest(&view, &["stanza-create"], postgres))
+                    .and_then(|()| run_logged(&table, pgbackrest(&view, &["check"], postgres)))
+                {
+                    Ok(()) => {
+                        tracing::info!(
+                            "backup: stanza {} ready, WAL reaches the repository ({})",
+                            view.stanza,
+                            view.repo_path
+                        );
+                        stanza_ready = true;
+                    }
+                    Err(err) => {
+                        tracing::error!(
+                            "backup: the repository is not usable, retrying in 30 s (the database keeps serving): {err}"
+                        );
+                        next_try = now + Duration::from_secs(30);
+                    }
+                }
+            }
+            if now >= next_archiver_check {
+                next_archiver_check = now + Duration::from_secs(60);
+                let mut command = Command::new(&psql[0]);
+                command.args(&psql[1..]).args(["-tAF|", "-c", ARCHIVER_SQL]);
+                command.gid(postgres.1).uid(postgres.0);
+                if let Ok(output) = table.run(command)
+                    && let Some(archiver) = parse_archiver(&output.stdout)
+                    && archiver.failing
+                {
+                    tracing::error!(
+                        "backup: archive_command is failing: WAL {} not archived (last failure {}, {} failures; last success {}): see this node's PostgreSQL log; WAL piles up in pg_wal until it works",
+                        archiver.last_failed_wal.as_deref().unwrap_or("?"),
+                        archiver.last_failed_at.as_deref().unwrap_or("?"),
+                        archiver.failed_count,
+                        archiver.last_archived_at.as_deref().unwrap_or("never")
+                    );
+                }
+            }
+        }
+    });
+}
+
+fn run_logged(table: &ProcessTable, command: Command) -> Result<(), String> {
+    let shown = format!("{:?}", command.get_args().last().unwrap_or_default());
+    let output = table
+        .run(command)
+        .map_err(|e| format!("cannot run pgbackrest: {e}"))?;
+    if output.code == 0 {
+        return Ok(());
+    }
+    let text = format!("{}{}", output.stdout, output.stderr);
+    let reason = text
+        .lines()
+        .rfind(|l| l.contains("ERROR"))
+        .unwrap_or(text.trim())
+        .to_string();
+    Err(format!(
+        "pgbackrest {shown} exited {}: {reason}",
+        output.code
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_archiver_line_is_read_as_psql_prints_it() {
+        let ok =
+            parse_archiver("12|000000010000000000000005|2026-12-01T10:00:00Z|0|||f\n").unwrap();
+        assert_eq!(ok.archived_count, 12);
+        assert_eq!(
+            ok.last_archived_wal.as_deref(),
+            Some("000000010000000000000005")
+        );
+        assert!(!ok.failing && ok.last_failed_wal.is_none());
+        let failing = parse_archiver(
+            "12|000000010000000000000005|2026-12-01T10:00:00Z|3|000000010000000000000006|2026-12-01T10:01:00Z|t",
+        )
+        .unwrap();
+        assert!(failing.failing);
+        assert_eq!(failing.failed_count, 3);
+        assert!(parse_archiver("garbage").is_none());
+    }
+
+    #[test]
+    fn info_is_summarised_per_backup() {
+        let json = r#"[{"name":"e2e","cipher":"aes-256-cbc",
+            "status":{"code":0,"message":"ok"},
+            "archive":[{"id":"17-1","min":"000000010000000000000003","max":"000000020000000000000009"}],
+            "backup":[{"label":"20261201-100000F","type":"full",
+                "timestamp":{"start":1764583200,"stop":1764583210},
+                "info":{"size":31000000,"delta":31000000,"repository":{"size":4000000,"delta":4000000}},
+                "archive":{"start":"000000010000000000000004","stop":"000000010000000000000004"}}]}]"#;
+        let info = parse_info(json, "e2e").unwrap();
+        assert_eq!(info.status_code, 0);
+        assert_eq!(info.cipher, "aes-256-cbc");
+        assert_eq!(info.backups.len(), 1);
+        assert_eq!(info.backups[0].kind, "full");
+        assert_eq!(info.backups[0].repository_size, 4000000);
+        assert_eq!(info.wal_max.as_deref(), Some("000000020000000000000009"));
+        assert!(parse_info(json, "other").is_err());
+        assert!(parse_info("not json", "e2e").is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! The spec's `[backup]` section: where pgBackRest keeps the cluster's
+//! backups and WAL archive, and how long. The repository's passphrase (and
+//! any credential) lives in the secrets, never here.
+
+use serde::{Deserialize, Serialize};
+
+/// The repository kinds pgBackRest offers that nodeimg configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryKind {
+    /// A path mounted on every db node (an NFS share, a Hetzner Volume
+    /// shared by other means, or a test's shared Docker volume).
+    Posix,
+    /// A Hetzner Storage Box or any SSH server (port 23 on a Storage Box).
+    Sftp,
+    /// Hetzner Object Storage or any S3 API.
+    S3,
+}
+
+impl RepositoryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepositoryKind::Posix => "posix",
+            RepositoryKind::Sftp => "sftp",
+            RepositoryKind::S3 => "s3",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    pub repository: RepositoryKind,
+    /// The repository's path: on every db node for posix.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Encrypt the repository (aes-256-cbc, passphrase from the secrets).
+    #[serde(default = "yes")]
+    pub encrypt: bool,
+    /// Full backups kept (older ones and the WAL only they need expire).
+    #[serde(default = "two")]
+    pub retention_full: u32,
+    /// Differential backups kept.
+    #[serde(default = "seven")]
+    pub retention_diff: u32,
+    /// Seconds after which a WAL segment is archived even if not full: the
+    /// bound on the writes lost with the primary's disk when writes are rare.
+    #[serde(default = "sixty")]
+    pub archive_timeout: u32,
+}
+
+fn default_path() -> String {
+    "/var/lib/pgbackrest".into()
+}
+fn yes() -> bool {
+    true
+}
+fn two() -> u32 {
+    2
+}
+fn seven() -> u32 {
+    7
+}
+fn sixty() -> u32 {
+    60
+}
+
+impl BackupSettings {
+    /// Each refusal: (field, rule).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, rule: String| Err((format!("backup.{field}"), rule));
+        if self.repository != RepositoryKind::Posix {
+            return fail(
+                "repository",
+                format!(
+                    "{:?} repositories are not supported yet (only \"posix\": a path mounted on every db node); sftp and s3 are planned",
+                    self.repository.as_str()
+                ),
+            );
+        }
+        if !self.path.starts_with('/') || self.path.contains("..") || self.path.len() < 2 {
+            return fail(
+                "path",
+                format!(
+                    "{:?} must be an absolute path without '..' (the repository on every db node)",
+                    self.path
+                ),
+            );
+        }
+        if self
+            .path
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+        {
+            return fail(
+                "path",
+                format!(
+                    "{:?} must not hold spaces, quotes or backslashes (it goes into pgBackRest's configuration and archive_command)",
+                    self.path
+                ),
+            );
+        }
+        if self.retention_full == 0 {
+            return fail(
+                "retention_full",
+                "must be at least 1: with none kept, every backup would expire at once".into(),
+            );
+        }
+        if !(1..=3600).contains(&self.archive_timeout) {
+            return fail(
+                "archive_timeout",
+                format!(
+                    "{} s must be 1 to 3600: it bounds how many seconds of writes a lost primary takes with it",
+                    self.archive_timeout
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> BackupSettings {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_encrypt_and_keep_two_full_backups() {
+        let backup = parse("repository = \"posix\"\n");
+        assert_eq!(backup.path, "/var/lib/pgbackrest");
+        assert!(backup.encrypt);
+        assert_eq!((backup.retention_full, backup.retention_diff), (2, 7));
+        assert_eq!(backup.archive_timeout, 60);
+        assert_eq!(backup.validate(), Ok(()));
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let refused = |text: &str| parse(text).validate().unwrap_err();
+        let (field, rule) = refused("repository = \"sftp\"\n");
+        assert_eq!(field, "backup.repository");
+        assert!(rule.contains("not supported yet"), "{rule}");
+        assert_eq!(
+            refused("repository = \"posix\"\npath = \"backups\"\n").0,
+            "backup.path"
+        );
+        assert_eq!(
+            refused("repository = \"posix\"\npath = \"/a b\"\n").0,
+            "backup.path"
+        );
+        assert_eq!(
+            refused("repository = \"posix\"\nretention_full = 0\n").0,
+            "backup.retention_full"
+        );
+        assert_eq!(
+            refused("repository = \"posix\"\narchive_timeout = 0\n").0,
+            "backup.archive_timeout"
+        );
+        assert!(
+            toml::from_str::<BackupSettings>("repository = \"posix\"\ncipher = \"x\"\n").is_err()
+        );
+    }
+}
