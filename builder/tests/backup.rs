@@ -1,0 +1,228 @@
+//! Backups on a real cluster (spec `[backup]`, a posix repository on a
+//! Docker volume every db node mounts): the primary creates the stanza,
+//! `nodeimg backup now` takes an encrypted full backup, WAL archiving
+//! follows the new primary after a hard kill of the leader (a new
+//! timeline), and the dead leader, rebuilt with a blank volume, is
+//! restored from the repository (backup plus archived WAL) instead of from
+//! the primary, then streams with every row.
+
+mod support {
+    #[allow(dead_code)]
+    pub mod cluster;
+    #[allow(dead_code)]
+    pub mod images;
+}
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::cluster::*;
+use support::images::{loaded_images, run};
+
+const PREFIX: &str = "172.31.247";
+
+/// A Docker volume shared by the db nodes, removed on drop.
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        if std::env::var_os("NODEIMG_E2E_KEEP").is_none() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+}
+
+fn start_db(network: &Network, image: &str, node: &str, repository: &Volume) {
+    let host = 10 + node[3..].parse::<u8>().unwrap();
+    network.start(
+        node,
+        image,
+        host,
+        &[
+            "-v".into(),
+            format!(
+                "{}:/run/secrets/nodeimg.toml:ro",
+                node_secrets(network, host)
+            ),
+            "-v".into(),
+            format!("{}:/var/lib/pgbackrest", repository.0),
+            "-e".into(),
+            format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
+        ],
+    );
+}
+
+/// `nodeimg backup ARGS` inside `node`: (exit code, stdout, stderr).
+fn backup(network: &Network, node: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new("docker")
+        .args(["exec", &container_of(network, node), "nodeimg", "backup"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn status_json(network: &Network, node: &str) -> Option<serde_json::Value> {
+    let (_, stdout, _) = backup(network, node, &["status", "--json"]);
+    serde_json::from_str(&stdout).ok()
+}
+
+fn logs(network: &Network, node: &str) -> String {
+    let output = run(Command::new("docker").args(["logs", &container_of(network, node)]));
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// SQL as postgres over the node's socket (superuser functions).
+fn superuser_sql(network: &Network, node: &str, sql: &str) -> String {
+    let output = run(Command::new("docker").args([
+        "exec",
+        "-u",
+        "postgres",
+        &container_of(network, node),
+        "psql",
+        "-X",
+        "-tA",
+        "-h",
+        "/run/postgresql",
+        "-d",
+        "appdb",
+        "-c",
+        sql,
+    ]));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
+    let images = loaded_images();
+    let network = Network::create("nodeimg-backup", PREFIX);
+    let repository = Volume(format!("nodeimg-backup-repo-{}", std::process::id()));
+    run(Command::new("docker").args(["volume", "create", &repository.0]));
+    let spec = test_spec(PREFIX, true)
+        + "\n[backup]\nrepository = \"posix\"\npath = \"/var/lib/pgbackrest\"\narchive_timeout = 10\n";
+    write_inputs(&network, &spec);
+    for node in ["db-1", "db-2", "db-3"] {
+        start_db(&network, &images.db, node, &repository);
+    }
+    network.start(
+        "proxy-1",
+        &images.haproxy,
+        21,
+        &[
+            "-v".into(),
+            format!(
+                "{}:/run/secrets/nodeimg.toml:ro",
+                node_secrets(&network, 21)
+            ),
+            "-e".into(),
+            format!("NODEIMG_PRIVATE_IP={}", network.ip(21)),
+        ],
+    );
+    wait_until("a healthy cluster", Duration::from_secs(180), || {
+        healthy(&network)
+    });
+    let (leader, _) = roles(&network).unwrap();
+    wait_until(
+        "the stanza on the primary",
+        Duration::from_secs(120),
+        || logs(&network, &leader).contains("backup: stanza e2e ready"),
+    );
+
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "create table rows (id int primary key, note text); insert into rows select g, 'before the backup' from generate_series(1, 1000) g",
+    )
+    .unwrap();
+
+    // A backup on a replica is refused with the way to do it.
+    let (_, replicas) = roles(&network).unwrap();
+    let (code, _, stderr) = backup(&network, &replicas[0], &["now"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("run `nodeimg backup now` on the primary"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = backup(&network, &leader, &["now", "--type", "full"]);
+    assert_eq!(code, 0, "backup now failed:\n{stderr}");
+    // Every node sees the same repository.
+    let (code, stdout, stderr) = backup(&network, &replicas[0], &["list", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{stdout}");
+    assert_eq!(list[0]["kind"], "full");
+    let status = status_json(&network, &leader).unwrap();
+    assert_eq!(status["ok"], true, "{status:#}");
+    assert_eq!(status["node_role"], "primary");
+    assert_eq!(status["repository"]["cipher"], "aes-256-cbc");
+    assert!(
+        status["archive"]["archived_count"].as_u64().unwrap() > 0,
+        "{status:#}"
+    );
+
+    // Rows after the backup live only in the archived WAL (and on the
+    // replicas); then the leader dies.
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "insert into rows select g, 'after the backup' from generate_series(1001, 1500) g",
+    )
+    .unwrap();
+    run(Command::new("docker").args(["kill", &container_of(&network, &leader)]));
+    let mut new_leader = String::new();
+    wait_until("a new leader", Duration::from_secs(90), || {
+        roles(&network).is_some_and(|(l, _)| {
+            new_leader = l;
+            new_leader != leader
+        })
+    });
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "insert into rows select g, 'after the failover' from generate_series(1501, 2000) g",
+    )
+    .unwrap();
+    superuser_sql(&network, &new_leader, "select pg_switch_wal()");
+    // The new primary archives on its own timeline.
+    wait_until(
+        "WAL of the new timeline archived",
+        Duration::from_secs(90),
+        || {
+            status_json(&network, &new_leader).is_some_and(|s| {
+                s["ok"] == true
+                    && s["archive"]["last_archived_wal"]
+                        .as_str()
+                        .is_some_and(|wal| !wal.starts_with("00000001"))
+            })
+        },
+    );
+
+    // The dead leader rebuilt blank: restored from the repository.
+    run(Command::new("docker").args(["rm", "-f", "-v", &container_of(&network, &leader)]));
+    start_db(&network, &images.db, &leader, &repository);
+    wait_until(
+        "the rebuilt node streaming",
+        Duration::from_secs(180),
+        || roles(&network).is_some_and(|(_, r)| r.contains(&leader)),
+    );
+    let log = logs(&network, &leader);
+    assert!(
+        log.contains("replica has been created using pgbackrest"),
+        "the rebuilt node was not restored from the repository:\n{}",
+        &log[log.len().saturating_sub(4000)..]
+    );
+    assert_eq!(
+        superuser_sql(&network, &leader, "select count(*) from rows"),
+        "2000",
+        "the restored replica lacks rows"
+    );
+}
