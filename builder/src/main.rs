@@ -214,6 +214,17 @@ enum BackupCommand {
         #[command(flatten)]
         node: BackupNode,
     },
+    /// Restore the latest backup into a scratch directory on this node,
+    /// start PostgreSQL on it with no TCP listener, check it and remove it
+    /// (what the scheduled drills do); exits 1 when it failed. Needs free
+    /// space for one more copy of the database on the data volume.
+    Drill {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: BackupNode,
+    },
     /// Take a backup now; run it on the primary.
     Now {
         /// full, diff (changes since the last full) or incr (since the
@@ -234,6 +245,10 @@ struct BackupNode {
         value_name = "FILE"
     )]
     config: PathBuf,
+    /// The node's rendered Patroni configuration: where etcd is, for the
+    /// schedule's results.
+    #[arg(long, default_value = "/run/nodeimg/patroni.yml", value_name = "FILE")]
+    patroni: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -499,12 +514,14 @@ enum Command {
     Secrets(SecretsCommand),
 
     /// The cluster's pgBackRest repository (spec `[backup]`), from inside a
-    /// db node: its state and WAL archiving, its backups, a backup now.
+    /// db node: its state, WAL archiving and the schedule's last runs, its
+    /// backups, a backup now, a restore drill now.
     ///
     /// Examples:
     ///   docker exec <db container> nodeimg backup status
     ///   docker exec <db container> nodeimg backup list --json
     ///   docker exec <primary container> nodeimg backup now --type full
+    ///   docker exec <db container> nodeimg backup drill
     #[command(subcommand, verbatim_doc_comment)]
     Backup(BackupCommand),
 
@@ -972,7 +989,10 @@ fn main() -> ExitCode {
             restore_sigpipe();
             let code = match command {
                 BackupCommand::Status { json, node } => {
-                    commands::backup::status(&node.config, json)
+                    commands::backup::status(&node.config, &node.patroni, json)
+                }
+                BackupCommand::Drill { json, node } => {
+                    commands::backup::drill(&node.config, &node.patroni, json)
                 }
                 BackupCommand::List { json, node } => commands::backup::list(&node.config, json),
                 BackupCommand::Now { kind, node } => commands::backup::now(&node.config, &kind),

@@ -104,8 +104,10 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
     let network = Network::create("nodeimg-backup", PREFIX);
     let repository = Volume(format!("nodeimg-backup-repo-{}", std::process::id()));
     run(Command::new("docker").args(["volume", "create", &repository.0]));
+    // A full backup at the first tick (at once), then daily; a drill every
+    // 30 s so the test sees several ticks.
     let spec = test_spec(PREFIX, true)
-        + "\n[backup]\nrepository = \"posix\"\npath = \"/var/lib/pgbackrest\"\narchive_timeout = 10\n";
+        + "\n[backup]\nrepository = \"posix\"\npath = \"/var/lib/pgbackrest\"\narchive_timeout = 10\nfull_every = \"1d\"\ndiff_every = \"off\"\ndrill_every = \"30s\"\n";
     write_inputs(&network, &spec);
     for node in ["db-1", "db-2", "db-3"] {
         start_db(&network, &images.db, node, &repository);
@@ -134,6 +136,12 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
         || logs(&network, &leader).contains("backup: stanza e2e ready"),
     );
 
+    // The schedule's first full backup, on the primary, once.
+    wait_until(
+        "the first scheduled full backup",
+        Duration::from_secs(180),
+        || logs(&network, &leader).contains("backup: scheduled full (tick"),
+    );
     psql(
         &network.ip(21),
         5000,
@@ -156,10 +164,36 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
     let (code, stdout, stderr) = backup(&network, &replicas[0], &["list", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{stdout}");
-    assert_eq!(list[0]["kind"], "full");
-    let status = status_json(&network, &leader).unwrap();
-    assert_eq!(status["ok"], true, "{status:#}");
+    assert_eq!(list.as_array().map(|l| l.len()), Some(2), "{stdout}");
+    assert!(list.as_array().unwrap().iter().all(|b| b["kind"] == "full"));
+    // Drills run on replicas, once per tick, and report OK.
+    wait_until("two drill ticks", Duration::from_secs(150), || {
+        drill_ticks(&network).len() >= 2
+    });
+    let ticks = drill_ticks(&network);
+    for (tick, nodes) in &ticks {
+        assert_eq!(nodes.len(), 1, "drill tick {tick} ran on {nodes:?}");
+        assert_ne!(nodes[0], leader, "a drill ran on the primary");
+    }
+    let mut status = None;
+    wait_until("status ok with a drill", Duration::from_secs(60), || {
+        status = status_json(&network, &leader);
+        status.as_ref().is_some_and(|s| s["ok"] == true)
+    });
+    let status = status.unwrap();
+    let drill = status["last_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "drill")
+        .unwrap();
+    assert!(
+        drill["detail"]
+            .as_str()
+            .unwrap()
+            .contains("recovered and promoted"),
+        "{drill:#}"
+    );
     assert_eq!(status["node_role"], "primary");
     assert_eq!(status["repository"]["cipher"], "aes-256-cbc");
     assert!(
@@ -225,4 +259,77 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
         "2000",
         "the restored replica lacks rows"
     );
+
+    // The repository unwritable: loud in `backup status`, harmless to
+    // writes; back, and archiving catches up.
+    run(Command::new("docker").args([
+        "exec",
+        &container_of(&network, &new_leader),
+        "chmod",
+        "000",
+        "/var/lib/pgbackrest",
+    ]));
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "insert into rows values (2001, 'repository down')",
+    )
+    .unwrap();
+    superuser_sql(&network, &new_leader, "select pg_switch_wal()");
+    let mut broken = None;
+    wait_until(
+        "backup status reporting the failure",
+        Duration::from_secs(60),
+        || {
+            let (code, stdout, _) = backup(&network, &new_leader, &["status", "--json"]);
+            broken = serde_json::from_str::<serde_json::Value>(&stdout).ok();
+            code == 1
+                && broken
+                    .as_ref()
+                    .is_some_and(|s| s["archive"]["failing"] == true)
+        },
+    );
+    eprintln!("while down: {}", broken.unwrap()["problems"]);
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "insert into rows values (2002, 'still serving')",
+    )
+    .unwrap();
+    run(Command::new("docker").args([
+        "exec",
+        &container_of(&network, &new_leader),
+        "chmod",
+        "750",
+        "/var/lib/pgbackrest",
+    ]));
+    wait_until("archiving caught up", Duration::from_secs(90), || {
+        status_json(&network, &new_leader).is_some_and(|s| s["archive"]["failing"] == false)
+    });
+}
+
+/// Each drill tick seen in the logs, with the nodes that ran it.
+fn drill_ticks(network: &Network) -> std::collections::BTreeMap<u64, Vec<String>> {
+    let mut ticks: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for node in ["db-1", "db-2", "db-3"] {
+        let Ok(output) = Command::new("docker")
+            .args(["logs", &container_of(network, node)])
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        for line in text.lines() {
+            if let Some(rest) = line.split("backup: scheduled drill (tick ").nth(1)
+                && line.contains(") done on this node")
+                && let Some(tick) = rest.split(')').next().and_then(|t| t.parse().ok())
+            {
+                ticks.entry(tick).or_default().push(node.to_string());
+            }
+        }
+    }
+    ticks
 }

@@ -154,6 +154,31 @@ impl Etcd {
         Ok(())
     }
 
+    /// Puts `key` without a lease.
+    pub fn put(&self, key: &str, value: &str) -> Result<(), String> {
+        self.call("/v3/kv/put", json!({"key": b64(key), "value": b64(value)}))
+            .map(|_| ())
+    }
+
+    /// Creates `key` (on a lease of `ttl` seconds) only if it does not
+    /// exist, in one transaction: true for the one caller that created it.
+    pub fn claim(&self, key: &str, value: &str, ttl: u64) -> Result<bool, String> {
+        let lease = self.call("/v3/lease/grant", json!({"TTL": ttl.to_string()}))?;
+        let id = lease["ID"].as_str().unwrap_or("0").to_string();
+        let answer = self.call(
+            "/v3/kv/txn",
+            json!({
+                "compare": [{"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                "success": [{"request_put": {"key": b64(key), "value": b64(value), "lease": id}}],
+            }),
+        )?;
+        let won = answer["succeeded"].as_bool().unwrap_or(false);
+        if !won {
+            let _ = self.revoke(&id);
+        }
+        Ok(won)
+    }
+
     pub fn delete(&self, key: &str) -> Result<(), String> {
         self.call("/v3/kv/deleterange", json!({"key": b64(key)}))
             .map(|_| ())

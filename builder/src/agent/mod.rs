@@ -3,6 +3,8 @@
 //! leader runs, etcd membership changes, and fencing of a dead leader.
 
 pub mod backup;
+pub mod backup_drill;
+pub mod backup_schedule;
 pub mod bootstrap_sql;
 pub mod etcd;
 pub mod etcd_membership;

@@ -328,6 +328,36 @@ pub fn start_background_tasks(node: &Node, accounts: &Accounts, table: &ProcessT
             "-d".into(),
             "postgres".into(),
         ];
+        let (full_every, diff_every, drill_every) = node
+            .spec
+            .backup
+            .as_ref()
+            .map(|b| b.schedule())
+            .unwrap_or_default();
+        if node.spec.cluster.dcs == Dcs::Etcd {
+            crate::agent::backup_schedule::start(
+                crate::agent::backup_schedule::Schedule {
+                    me: node.me.name.clone(),
+                    prefix: format!("/nodeimg/{}/", node.spec.cluster.name),
+                    etcd: format!("https://127.0.0.1:{}", node.view.ports.etcd_client),
+                    tls: client_tls(node),
+                    primary_url: format!(
+                        "https://{}:{}/primary",
+                        node.me.ip, node.view.ports.patroni
+                    ),
+                    full_every,
+                    diff_every,
+                    drill_every,
+                    drill: crate::agent::backup_drill::DrillSetup {
+                        pgbackrest: backup.command.clone(),
+                        bin_dir: node.view.postgresql.bin_dir.clone(),
+                        scratch: "/var/lib/postgresql/nodeimg-drill".into(),
+                        postgres: accounts.postgres,
+                    },
+                },
+                table.clone(),
+            );
+        }
         crate::agent::backup::start_primary_tasks(
             backup.clone(),
             format!("https://{}:{}/primary", node.me.ip, node.view.ports.patroni),

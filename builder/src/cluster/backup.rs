@@ -47,6 +47,39 @@ pub struct BackupSettings {
     /// bound on the writes lost with the primary's disk when writes are rare.
     #[serde(default = "sixty")]
     pub archive_timeout: u32,
+    /// How often a full backup runs, once for the whole cluster: `7d`,
+    /// `12h`, `30m`, `90s`, or `off`.
+    #[serde(default = "weekly")]
+    pub full_every: String,
+    /// How often a differential backup runs (skipped when a full one is
+    /// due in the same tick).
+    #[serde(default = "daily")]
+    pub diff_every: String,
+    /// How often one node restores the latest backup into a scratch
+    /// directory and checks it (a restore drill).
+    #[serde(default = "daily")]
+    pub drill_every: String,
+}
+
+/// `90s`, `30m`, `12h`, `7d` as seconds; `off` as None.
+pub fn parse_interval(text: &str) -> Result<Option<u64>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let bad = || format!("{text:?} is not an interval like 90s, 30m, 12h, 7d or off");
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(bad()),
+    };
+    let value: u64 = number.parse().map_err(|_| bad())?;
+    if value == 0 {
+        return Err(format!("{text:?} is zero: use off to turn it off"));
+    }
+    Ok(Some(value * factor))
 }
 
 fn default_path() -> String {
@@ -63,6 +96,12 @@ fn seven() -> u32 {
 }
 fn sixty() -> u32 {
     60
+}
+fn weekly() -> String {
+    "7d".into()
+}
+fn daily() -> String {
+    "1d".into()
 }
 
 impl BackupSettings {
@@ -115,7 +154,35 @@ impl BackupSettings {
                 ),
             );
         }
+        for (field, value) in [
+            ("full_every", &self.full_every),
+            ("diff_every", &self.diff_every),
+            ("drill_every", &self.drill_every),
+        ] {
+            match parse_interval(value) {
+                Err(rule) => return fail(field, rule),
+                Ok(Some(seconds)) if seconds < 30 => {
+                    return fail(
+                        field,
+                        format!(
+                            "{value:?} is shorter than 30 s: a backup or a drill needs longer than that"
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
         Ok(())
+    }
+
+    /// Seconds between scheduled full backups, differentials and drills.
+    pub fn schedule(&self) -> (Option<u64>, Option<u64>, Option<u64>) {
+        let every = |text: &str| parse_interval(text).ok().flatten();
+        (
+            every(&self.full_every),
+            every(&self.diff_every),
+            every(&self.drill_every),
+        )
     }
 }
 
@@ -162,5 +229,28 @@ mod tests {
         assert!(
             toml::from_str::<BackupSettings>("repository = \"posix\"\ncipher = \"x\"\n").is_err()
         );
+        assert_eq!(
+            refused("repository = \"posix\"\nfull_every = \"weekly\"\n").0,
+            "backup.full_every"
+        );
+        assert_eq!(
+            refused("repository = \"posix\"\ndrill_every = \"10s\"\n").0,
+            "backup.drill_every"
+        );
+    }
+
+    #[test]
+    fn intervals_read_as_seconds() {
+        assert_eq!(parse_interval("90s"), Ok(Some(90)));
+        assert_eq!(parse_interval("30m"), Ok(Some(1800)));
+        assert_eq!(parse_interval("12h"), Ok(Some(43200)));
+        assert_eq!(parse_interval("7d"), Ok(Some(604800)));
+        assert_eq!(parse_interval("off"), Ok(None));
+        assert!(parse_interval("0d").is_err());
+        assert!(parse_interval("").is_err());
+        assert!(parse_interval("5w").is_err());
+        let backup: BackupSettings =
+            toml::from_str("repository = \"posix\"\ndiff_every = \"off\"\n").unwrap();
+        assert_eq!(backup.schedule(), (Some(604800), None, Some(86400)));
     }
 }

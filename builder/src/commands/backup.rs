@@ -12,6 +12,11 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::agent::backup::{self, Archiver, RepositoryInfo};
+use crate::agent::backup_drill::{self, DrillSetup};
+use crate::agent::backup_schedule::LastRun;
+use crate::agent::etcd::Etcd;
+use crate::agent::https::ClientTls;
+use crate::agent::supervise::RunOutput;
 
 /// What the commands need to know of the node, from its pgbackrest.conf.
 struct NodeBackup {
@@ -115,6 +120,50 @@ fn psql_path() -> String {
     )
 }
 
+/// The cluster's etcd as this node's Patroni reaches it (its rendered
+/// configuration names the hosts, the CA and the client certificate), and
+/// where the backup schedule keeps its results.
+fn dcs(patroni_yml: &Path) -> anyhow::Result<(Etcd, String, String)> {
+    let text = std::fs::read_to_string(patroni_yml)
+        .with_context(|| format!("cannot read {}", patroni_yml.display()))?;
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not YAML", patroni_yml.display()))?;
+    let text_of = |v: &serde_yaml_ng::Value| v.as_str().map(str::to_string);
+    let etcd3 = &yaml["etcd3"];
+    let host = etcd3["hosts"]
+        .as_sequence()
+        .and_then(|h| h.first())
+        .and_then(text_of)
+        .with_context(|| {
+            format!(
+                "{} has no etcd3 hosts (dcs = raft keeps no backup schedule)",
+                patroni_yml.display()
+            )
+        })?;
+    let tls = ClientTls {
+        ca: text_of(&etcd3["cacert"]).unwrap_or_default(),
+        cert: text_of(&etcd3["cert"]).unwrap_or_default(),
+        key: text_of(&etcd3["key"]).unwrap_or_default(),
+    };
+    let prefix = format!(
+        "{}{}/nodeimg-backup/last/",
+        text_of(&yaml["namespace"]).unwrap_or_else(|| "/nodeimg/".into()),
+        text_of(&yaml["scope"]).unwrap_or_default()
+    );
+    let etcd = Etcd::new(&format!("https://{host}"), &tls).map_err(anyhow::Error::msg)?;
+    Ok((etcd, prefix, text_of(&yaml["name"]).unwrap_or_default()))
+}
+
+fn last_runs(patroni_yml: &Path) -> anyhow::Result<Vec<LastRun>> {
+    let (etcd, prefix, _) = dcs(patroni_yml)?;
+    Ok(etcd
+        .entries_under(&prefix)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .filter_map(|(_, value)| serde_json::from_str(&value).ok())
+        .collect())
+}
+
 #[derive(Serialize)]
 struct Status {
     ok: bool,
@@ -122,12 +171,14 @@ struct Status {
     repository: RepositoryInfo,
     /// PostgreSQL's archiver on the primary (a replica archives nothing).
     archive: Option<Archiver>,
+    /// The last scheduled full, diff and drill, whichever node ran them.
+    last_runs: Vec<LastRun>,
     problems: Vec<String>,
 }
 
 /// Prints the repository's state and, on the primary, WAL archiving's;
 /// exits 1 when either is unhealthy, so a monitor can run it.
-pub fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
+pub fn status(config: &Path, patroni_yml: &Path, json: bool) -> anyhow::Result<i32> {
     let node = locate(config)?;
     let primary = node.is_primary()?;
     let mut problems = Vec::new();
@@ -164,11 +215,32 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
     } else {
         None
     };
+    let last_runs = match last_runs(patroni_yml) {
+        Ok(runs) => runs,
+        Err(err) => {
+            problems.push(format!(
+                "cannot read the schedule's results from etcd: {err:#}"
+            ));
+            Vec::new()
+        }
+    };
+    for run in last_runs.iter().filter(|r| !r.ok) {
+        problems.push(format!(
+            "the last {} failed on {}: {}",
+            run.kind, run.node, run.detail
+        ));
+    }
+    if !last_runs.iter().any(|r| r.kind == "drill" && r.ok) {
+        problems.push(
+            "no restore drill has succeeded yet: a backup that was never restored is not trusted (`nodeimg backup drill` runs one now)".into(),
+        );
+    }
     let status = Status {
         ok: problems.is_empty(),
         node_role: if primary { "primary" } else { "replica" },
         repository,
         archive,
+        last_runs,
         problems,
     };
     if json {
@@ -200,6 +272,17 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
                 a.failed_count
             ),
             None => println!("WAL archive: this node is a replica; the primary archives"),
+        }
+        for run in &status.last_runs {
+            println!(
+                "last {}: {} on {} (tick {}, {} s): {}",
+                run.kind,
+                if run.ok { "ok" } else { "FAILED" },
+                run.node,
+                run.tick,
+                run.seconds,
+                run.detail
+            );
         }
         for problem in &status.problems {
             println!("PROBLEM: {problem}");
@@ -261,4 +344,63 @@ pub fn now(config: &Path, kind: &str) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Restores the latest backup into a scratch directory on this node,
+/// checks it and removes it (what the schedule's drills do); records the
+/// result where `backup status` shows it. Exits 1 when the drill failed.
+pub fn drill(config: &Path, patroni_yml: &Path, json: bool) -> anyhow::Result<i32> {
+    let node = locate(config)?;
+    let info = node.info()?;
+    let latest = info.backups.last().map(|b| b.label.clone());
+    let dcs = dcs(patroni_yml);
+    let name = dcs
+        .as_ref()
+        .map(|(_, _, name)| name.clone())
+        .unwrap_or_else(|_| "this node".into());
+    eprintln!(
+        "drill: restoring {} into a scratch directory",
+        latest.as_deref().unwrap_or("(no backup)")
+    );
+    let setup = DrillSetup {
+        pgbackrest: node.command_line.clone(),
+        bin_dir: psql_path().trim_end_matches("/psql").to_string(),
+        scratch: "/var/lib/postgresql/nodeimg-drill".into(),
+        postgres: node.postgres,
+    };
+    let run = |mut command: Command| -> std::io::Result<RunOutput> {
+        let output = command.output()?;
+        Ok(RunOutput {
+            code: output.status.code().unwrap_or(128),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    };
+    let result = backup_drill::drill(&setup, &name, latest, &run);
+    let record = LastRun {
+        kind: "drill".into(),
+        node: result.node.clone(),
+        tick: 0,
+        started_at: result.started_at,
+        seconds: result.seconds,
+        ok: result.ok,
+        detail: result.detail.clone(),
+    };
+    if let Ok((etcd, prefix, _)) = &dcs {
+        let _ = etcd.put(
+            &format!("{prefix}drill"),
+            &serde_json::to_string(&record).unwrap_or_default(),
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "drill {} in {} s: {}",
+            if result.ok { "ok" } else { "FAILED" },
+            result.seconds,
+            result.detail
+        );
+    }
+    Ok(if result.ok { 0 } else { 1 })
 }

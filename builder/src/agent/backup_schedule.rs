@@ -1,0 +1,266 @@
+//! Scheduled backups and drills, once per cluster per tick.
+//!
+//! A tick is the wall-clock time divided by the interval (`full_every`,
+//! `diff_every`, `drill_every`). Every db node's agent sees the same tick
+//! numbers; the one that creates the tick's claim key in etcd (a
+//! transaction that succeeds only while the key does not exist) runs it,
+//! so each tick runs once however many nodes try and whichever of them is
+//! primary. Backups run on the primary (this first version has no backup
+//! from a standby); a drill runs on a replica, or on the primary when no
+//! replica claimed it within a minute. A run that fails gives its claim
+//! back after a minute, so it is retried (loudly) rather than lost until
+//! the next tick. The last result of each kind is kept under
+//! `<namespace><scope>/nodeimg-backup/last/<kind>` for `nodeimg backup
+//! status`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::backup::{self, pgbackrest_from};
+use crate::agent::backup_drill::{self, DrillSetup};
+use crate::agent::etcd::Etcd;
+use crate::agent::https::ClientTls;
+use crate::agent::supervise::ProcessTable;
+
+/// What the scheduler needs.
+pub struct Schedule {
+    pub me: String,
+    pub prefix: String,
+    pub etcd: String,
+    pub tls: ClientTls,
+    pub primary_url: String,
+    pub full_every: Option<u64>,
+    pub diff_every: Option<u64>,
+    pub drill_every: Option<u64>,
+    pub drill: DrillSetup,
+}
+
+/// The last run of one kind, as kept in the DCS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub kind: String,
+    pub node: String,
+    pub tick: u64,
+    pub started_at: i64,
+    pub seconds: u64,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The tick `now` falls in, and how far into it (both in seconds).
+pub fn tick(now: u64, every: u64) -> (u64, u64) {
+    (now / every, now % every)
+}
+
+/// Which kinds are due at `now`, given the tick each last ran in; a full
+/// backup due in the same tick as a differential replaces it.
+pub fn due(
+    now: u64,
+    schedule: &[(&'static str, Option<u64>)],
+    done: &std::collections::BTreeMap<&'static str, u64>,
+) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = schedule
+        .iter()
+        .filter_map(|(kind, every)| {
+            let (t, _) = tick(now, (*every)?);
+            (done.get(kind) != Some(&t)).then_some((*kind, t))
+        })
+        .collect();
+    if out.iter().any(|(k, _)| *k == "full") {
+        out.retain(|(k, _)| *k != "diff");
+    }
+    out
+}
+
+/// Records `kind` as done for its tick; a full backup also counts for the
+/// differential's current tick (a diff right after a full is wasted).
+pub fn mark_done(
+    done: &mut std::collections::BTreeMap<&'static str, u64>,
+    kind: &'static str,
+    tick_no: u64,
+    now: u64,
+    schedule: &[(&'static str, Option<u64>)],
+) {
+    done.insert(kind, tick_no);
+    if kind == "full"
+        && let Some((_, Some(every))) = schedule.iter().find(|(k, _)| *k == "diff")
+    {
+        done.insert("diff", tick(now, *every).0);
+    }
+}
+
+pub fn start(schedule: Schedule, table: ProcessTable) {
+    std::thread::spawn(move || run(schedule, table));
+}
+
+fn run(schedule: Schedule, table: ProcessTable) {
+    let (etcd, agent) = loop {
+        match (
+            Etcd::new(&schedule.etcd, &schedule.tls),
+            schedule.tls.agent(Duration::from_secs(2)),
+        ) {
+            (Ok(etcd), Ok(agent)) => break (etcd, agent),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::error!("backup schedule: {err}; retrying");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
+    };
+    let kinds = [
+        ("full", schedule.full_every),
+        ("diff", schedule.diff_every),
+        ("drill", schedule.drill_every),
+    ];
+    let mut done = std::collections::BTreeMap::new();
+    let mut retry_after = std::collections::BTreeMap::new();
+    loop {
+        std::thread::sleep(Duration::from_secs(5));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+        let primary = agent
+            .get(&schedule.primary_url)
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        for (kind, tick_no) in due(now, &kinds, &done) {
+            if retry_after.get(kind).is_some_and(|at| now < *at) {
+                continue;
+            }
+            let every = kinds
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .and_then(|(_, e)| *e)
+                .unwrap_or(60);
+            let into = tick(now, every).1;
+            let mine = match kind {
+                "drill" => !primary || into >= 60.min(every / 2),
+                _ => primary,
+            };
+            if !mine {
+                continue;
+            }
+            let claim = format!("{}nodeimg-backup/claims/{kind}/{tick_no}", schedule.prefix);
+            match etcd.claim(&claim, &schedule.me, every.saturating_mul(2)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    mark_done(&mut done, kind, tick_no, now, &kinds);
+                    continue;
+                }
+                Err(_) => continue,
+            }
+            let result = run_one(&schedule, kind, tick_no, &table);
+            let text = serde_json::to_string(&result).unwrap_or_default();
+            let _ = etcd.put(
+                &format!("{}nodeimg-backup/last/{kind}", schedule.prefix),
+                &text,
+            );
+            if result.ok {
+                tracing::info!(
+                    "backup: scheduled {kind} (tick {tick_no}) done on this node in {} s: {}",
+                    result.seconds,
+                    result.detail
+                );
+                mark_done(&mut done, kind, tick_no, now, &kinds);
+            } else {
+                tracing::error!(
+                    "backup: scheduled {kind} (tick {tick_no}) failed on this node after {} s, retrying in 60 s (the database keeps serving): {}",
+                    result.seconds,
+                    result.detail
+                );
+                let _ = etcd.delete(&claim);
+                retry_after.insert(kind, now + 60);
+            }
+        }
+    }
+}
+
+fn run_one(schedule: &Schedule, kind: &str, tick_no: u64, table: &ProcessTable) -> LastRun {
+    let started_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    let started = std::time::Instant::now();
+    let runner = |command| table.run(command);
+    let (ok, detail) = if kind == "drill" {
+        let latest = latest_backup(schedule, table);
+        let result = backup_drill::drill(&schedule.drill, &schedule.me, latest, &runner);
+        (result.ok, result.detail)
+    } else {
+        let command = pgbackrest_from(
+            &schedule.drill.pgbackrest,
+            &[&format!("--type={kind}"), "backup"],
+            schedule.drill.postgres,
+        );
+        match table.run(command) {
+            Ok(output) if output.code == 0 => {
+                let label = latest_backup(schedule, table).unwrap_or_default();
+                (true, format!("backup {label}"))
+            }
+            Ok(output) => {
+                let text = format!("{}{}", output.stdout, output.stderr);
+                let reason = text
+                    .lines()
+                    .rfind(|l| l.contains("ERROR"))
+                    .unwrap_or(text.trim())
+                    .to_string();
+                (
+                    false,
+                    format!("pgbackrest backup exited {}: {reason}", output.code),
+                )
+            }
+            Err(err) => (false, format!("cannot run pgbackrest: {err}")),
+        }
+    };
+    LastRun {
+        kind: kind.to_string(),
+        node: schedule.me.clone(),
+        tick: tick_no,
+        started_at,
+        seconds: started.elapsed().as_secs(),
+        ok,
+        detail,
+    }
+}
+
+/// The newest backup's label, from the repository.
+fn latest_backup(schedule: &Schedule, table: &ProcessTable) -> Option<String> {
+    let output = table
+        .run(pgbackrest_from(
+            &schedule.drill.pgbackrest,
+            &["--output=json", "info"],
+            schedule.drill.postgres,
+        ))
+        .ok()?;
+    let stanza = schedule
+        .drill
+        .pgbackrest
+        .rsplit("--stanza=")
+        .next()?
+        .split_whitespace()
+        .next()?;
+    let info = backup::parse_info(&output.stdout, stanza).ok()?;
+    info.backups.last().map(|b| b.label.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn ticks_divide_the_clock_by_the_interval() {
+        assert_eq!(tick(1_000_000, 60), (16_666, 40));
+        assert_eq!(tick(59, 60), (0, 59));
+    }
+
+    #[test]
+    fn each_kind_is_due_once_per_tick_and_a_full_backup_replaces_a_diff() {
+        let schedule = [("full", Some(600)), ("diff", Some(60)), ("drill", None)];
+        let mut done = BTreeMap::new();
+        // First look: the full backup's tick and the diff's; full wins.
+        assert_eq!(due(6000, &schedule, &done), vec![("full", 10)]);
+        mark_done(&mut done, "full", 10, 6000, &schedule);
+        // The full backup counts for the diff's tick too.
+        assert!(due(6059, &schedule, &done).is_empty());
+        assert_eq!(due(6060, &schedule, &done), vec![("diff", 101)]);
+        mark_done(&mut done, "diff", 101, 6060, &schedule);
+        assert!(due(6119, &schedule, &done).is_empty());
+        assert_eq!(due(6600, &schedule, &done), vec![("full", 11)]);
+    }
+}
