@@ -35,22 +35,11 @@ impl Drop for Volume {
 }
 
 fn start_db(network: &Network, image: &str, node: &str, repository: &Volume) {
-    let host = 10 + node[3..].parse::<u8>().unwrap();
-    network.start(
-        node,
+    start_db_node(
+        network,
         image,
-        host,
-        &[
-            "-v".into(),
-            format!(
-                "{}:/run/secrets/nodeimg.toml:ro",
-                node_secrets(network, host)
-            ),
-            "-v".into(),
-            format!("{}:/var/lib/pgbackrest", repository.0),
-            "-e".into(),
-            format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
-        ],
+        node,
+        &["-v".into(), format!("{}:/var/lib/pgbackrest", repository.0)],
     );
 }
 
@@ -112,20 +101,7 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
     for node in ["db-1", "db-2", "db-3"] {
         start_db(&network, &images.db, node, &repository);
     }
-    network.start(
-        "proxy-1",
-        &images.haproxy,
-        21,
-        &[
-            "-v".into(),
-            format!(
-                "{}:/run/secrets/nodeimg.toml:ro",
-                node_secrets(&network, 21)
-            ),
-            "-e".into(),
-            format!("NODEIMG_PRIVATE_IP={}", network.ip(21)),
-        ],
-    );
+    start_proxy_node(&network, &images.haproxy, "proxy-1", 21);
     wait_until("a healthy cluster", Duration::from_secs(180), || {
         healthy(&network)
     });

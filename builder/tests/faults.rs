@@ -38,21 +38,7 @@ fn db_ip(node: &str) -> String {
 }
 
 fn start_db(network: &Network, image: &str, node: &str) {
-    let host = 10 + node[3..].parse::<u8>().unwrap();
-    network.start(
-        node,
-        image,
-        host,
-        &[
-            "-v".into(),
-            format!(
-                "{}:/run/secrets/nodeimg.toml:ro",
-                node_secrets(network, host)
-            ),
-            "-e".into(),
-            format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
-        ],
-    );
+    start_db_node(network, image, node, &[]);
 }
 
 /// (when, the nodes that answered 200) for one monitor round.
@@ -156,20 +142,7 @@ fn the_fault_matrix_loses_no_acknowledged_write() {
         start_db(&network, &images.db, node);
     }
     for (name, host) in [("proxy-1", 21), ("proxy-2", 22)] {
-        network.start(
-            name,
-            &images.haproxy,
-            host,
-            &[
-                "-v".into(),
-                format!(
-                    "{}:/run/secrets/nodeimg.toml:ro",
-                    node_secrets(&network, host)
-                ),
-                "-e".into(),
-                format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
-            ],
-        );
+        start_proxy_node(&network, &images.haproxy, name, host);
     }
     settled(&network, "a healthy cluster");
     psql(

@@ -32,21 +32,7 @@ fn host_of(node: &str) -> u8 {
 }
 
 fn start_db(network: &Network, image: &str, node: &str) {
-    let host = host_of(node);
-    network.start(
-        node,
-        image,
-        host,
-        &[
-            "-v".into(),
-            format!(
-                "{}:/run/secrets/nodeimg.toml:ro",
-                node_secrets(network, host)
-            ),
-            "-e".into(),
-            format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
-        ],
-    );
+    start_db_node(network, image, node, &[]);
 }
 
 /// The test spec with db-1 .. db-`count`.
@@ -171,20 +157,7 @@ fn db_members_grow_from_three_to_five_and_shrink_back_by_editing_the_spec() {
     for node in ["db-1", "db-2", "db-3"] {
         start_db(&network, &images.db, node);
     }
-    network.start(
-        "proxy-1",
-        &images.haproxy,
-        21,
-        &[
-            "-v".into(),
-            format!(
-                "{}:/run/secrets/nodeimg.toml:ro",
-                node_secrets(&network, 21)
-            ),
-            "-e".into(),
-            format!("NODEIMG_PRIVATE_IP={}", network.ip(21)),
-        ],
-    );
+    start_proxy_node(&network, &images.haproxy, "proxy-1", 21);
     wait_until("a healthy 3-node cluster", Duration::from_secs(180), || {
         healthy(&network)
     });

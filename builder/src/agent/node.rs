@@ -240,7 +240,7 @@ fn load_secrets(path: Option<&Path>, role: Role) -> anyhow::Result<Secrets> {
 }
 
 /// The newest PostgreSQL in the image.
-fn postgres_bin_dir() -> String {
+pub fn postgres_bin_dir() -> String {
     let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()

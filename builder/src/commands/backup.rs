@@ -107,17 +107,7 @@ impl NodeBackup {
 }
 
 fn psql_path() -> String {
-    let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .collect();
-    majors.sort();
-    format!(
-        "/usr/lib/postgresql/{}/bin/psql",
-        majors.last().copied().unwrap_or(17)
-    )
+    format!("{}/psql", crate::agent::node::postgres_bin_dir())
 }
 
 /// The cluster's etcd as this node's Patroni reaches it (its rendered
@@ -364,7 +354,7 @@ pub fn drill(config: &Path, patroni_yml: &Path, json: bool) -> anyhow::Result<i3
     );
     let setup = DrillSetup {
         pgbackrest: node.command_line.clone(),
-        bin_dir: psql_path().trim_end_matches("/psql").to_string(),
+        bin_dir: crate::agent::node::postgres_bin_dir(),
         scratch: "/var/lib/postgresql/nodeimg-drill".into(),
         postgres: node.postgres,
     };

@@ -437,6 +437,42 @@ impl Writer {
     }
 }
 
+/// `docker run` of db-N at .1N (N from the name) with its own secrets
+/// file and its address from the environment; `extra` are more docker
+/// arguments (volumes).
+pub fn start_db_node(network: &Network, image: &str, node: &str, extra: &[String]) {
+    let host = 10 + node[3..].parse::<u8>().unwrap();
+    let mut args = vec![
+        "-v".to_string(),
+        format!(
+            "{}:/run/secrets/nodeimg.toml:ro",
+            node_secrets(network, host)
+        ),
+        "-e".to_string(),
+        format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
+    ];
+    args.extend_from_slice(extra);
+    network.start(node, image, host, &args);
+}
+
+/// `docker run` of a proxy node at `host` with its own secrets file.
+pub fn start_proxy_node(network: &Network, image: &str, name: &str, host: u8) {
+    network.start(
+        name,
+        image,
+        host,
+        &[
+            "-v".into(),
+            format!(
+                "{}:/run/secrets/nodeimg.toml:ro",
+                node_secrets(network, host)
+            ),
+            "-e".into(),
+            format!("NODEIMG_PRIVATE_IP={}", network.ip(host)),
+        ],
+    );
+}
+
 pub fn container_of(network: &Network, member: &str) -> String {
     format!("{}-{member}", network.name)
 }
