@@ -238,13 +238,7 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
 
     // The repository unwritable: loud in `backup status`, harmless to
     // writes; back, and archiving catches up.
-    run(Command::new("docker").args([
-        "exec",
-        &container_of(&network, &new_leader),
-        "chmod",
-        "000",
-        "/var/lib/pgbackrest",
-    ]));
+    chmod_repository(&network, &new_leader, 0o000);
     psql(
         &network.ip(21),
         5000,
@@ -274,16 +268,21 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
         "insert into rows values (2002, 'still serving')",
     )
     .unwrap();
-    run(Command::new("docker").args([
-        "exec",
-        &container_of(&network, &new_leader),
-        "chmod",
-        "750",
-        "/var/lib/pgbackrest",
-    ]));
+    chmod_repository(&network, &new_leader, 0o750);
     wait_until("archiving caught up", Duration::from_secs(90), || {
         status_json(&network, &new_leader).is_some_and(|s| s["archive"]["failing"] == false)
     });
+}
+
+/// The image has no chmod; Patroni's Python does it (as root).
+fn chmod_repository(network: &Network, node: &str, mode: u32) {
+    run(Command::new("docker").args([
+        "exec",
+        &container_of(network, node),
+        "python3",
+        "-c",
+        &format!("import os; os.chmod('/var/lib/pgbackrest', {mode})"),
+    ]));
 }
 
 /// Each drill tick seen in the logs, with the nodes that ran it.

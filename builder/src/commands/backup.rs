@@ -188,7 +188,10 @@ pub fn status(config: &Path, patroni_yml: &Path, json: bool) -> anyhow::Result<i
         }
     };
     if repository.status_code != 0 && problems.is_empty() {
-        problems.push(format!("the repository reports: {}", repository.status));
+        problems.push(format!(
+            "the repository reports {:?} (pgBackRest status {}): `{} info` on this node says more",
+            repository.status, repository.status_code, node.command_line
+        ));
     }
     let archive = if primary {
         let line = node.psql(backup::ARCHIVER_SQL)?;
