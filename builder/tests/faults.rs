@@ -370,6 +370,18 @@ fn the_fault_matrix_loses_no_acknowledged_write() {
     let mut committed: Vec<(Instant, String)> = through_6432.servers.lock().unwrap().clone();
     committed.extend(through_5000.servers.lock().unwrap().iter().cloned());
     committed.sort_by_key(|(at, _)| *at);
+    // When each acknowledged id was acknowledged, and by which node (the
+    // servers list holds one entry per acknowledged write, in order).
+    let mut acked_at: Vec<(Instant, i64, String)> = Vec::new();
+    for writer in [&through_6432, &through_5000] {
+        let log = writer.log.lock().unwrap();
+        let servers = writer.servers.lock().unwrap();
+        let ids = log.iter().filter_map(|(at, id)| id.map(|id| (*at, id)));
+        acked_at.extend(
+            ids.zip(servers.iter())
+                .map(|((at, id), (_, s))| (at, id, s.clone())),
+        );
+    }
     let mut acknowledged: BTreeSet<i64> = through_6432.stop().into_iter().collect();
     acknowledged.extend(through_5000.stop());
     let stored: BTreeSet<i64> = psql(&network.ip(21), 5000, "appdb", "select id from writes")
@@ -385,7 +397,6 @@ fn the_fault_matrix_loses_no_acknowledged_write() {
         lost.len(),
         doubles.len()
     );
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     let during = |when: &Instant| {
         outcomes
             .iter()
@@ -400,6 +411,13 @@ fn the_fault_matrix_loses_no_acknowledged_write() {
             })
             .unwrap_or_else(|| "before the first fault".into())
     };
+    for (at, id, server) in acked_at.iter().filter(|(_, id, _)| lost.contains(&id)) {
+        eprintln!(
+            "lost write {id}: acknowledged by {server} during {}",
+            during(at)
+        );
+    }
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     // Never two primaries accepting writes: within one fault's window the
     // nodes that committed acknowledged writes follow each other (A, then
     // B); A committing again after B would be a split brain.

@@ -68,6 +68,7 @@ pub struct PatroniTimings {
     pub retry_timeout: u32,
     pub maximum_lag_on_failover: u64,
     pub synchronous_mode: bool,
+    pub synchronous_mode_strict: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -436,6 +437,8 @@ impl NodeView {
                 retry_timeout: spec.patroni.retry_timeout,
                 maximum_lag_on_failover: spec.patroni.maximum_lag_on_failover,
                 synchronous_mode: spec.patroni.synchronous_mode,
+                synchronous_mode_strict: spec.patroni.synchronous_mode
+                    && spec.patroni.synchronous_mode_strict,
             },
             postgresql: PostgresView {
                 data_dir: spec.postgresql.data_dir.clone(),

@@ -169,6 +169,13 @@ pub struct PatroniSettings {
     /// default.
     #[serde(default = "default_synchronous_mode")]
     pub synchronous_mode: bool,
+    /// With synchronous mode: when no replica can confirm, commits wait
+    /// instead of being acknowledged by the primary alone (Patroni's
+    /// `synchronous_mode_strict`), so every acknowledged write is on two
+    /// nodes. Off, a primary left without replicas keeps accepting writes
+    /// that its own disk alone holds. On by default.
+    #[serde(default = "default_synchronous_mode")]
+    pub synchronous_mode_strict: bool,
     /// With etcd: when a majority of the db nodes see the leader's lease
     /// unrenewed for loop_wait + retry_timeout + 2 s, they revoke it, so a
     /// hard-killed leader is replaced before its TTL runs out (fencing.rs).
@@ -208,6 +215,7 @@ impl Default for PatroniSettings {
             retry_timeout: default_retry_timeout(),
             maximum_lag_on_failover: default_max_lag(),
             synchronous_mode: default_synchronous_mode(),
+            synchronous_mode_strict: default_synchronous_mode(),
             fence_dead_leader: default_fence_dead_leader(),
         }
     }
