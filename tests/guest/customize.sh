@@ -31,7 +31,8 @@ install -m 0755 "$here/probe.sh" "$root/usr/local/sbin/nodeimg-test-probe"
 cat >"$root/etc/systemd/system/nodeimg-test-probe.service" <<'UNIT'
 [Unit]
 Description=nodeimg test probe (reports on ttyS1; test guests only)
-After=cloud-final.service
+# No ordering on cloud-final (which is After=multi-user.target): the
+# probe waits for cloud-init itself.
 [Service]
 Type=exec
 ExecStart=/usr/local/sbin/nodeimg-test-probe

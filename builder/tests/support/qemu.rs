@@ -51,12 +51,13 @@ impl Guest {
             .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
             .arg(&options.disk.disk)
             .arg(&root));
-        // The network config Hetzner's datasource would give (DHCPv4):
-        // cloud-init's fallback also asks DHCPv6, which qemu never answers.
+        // The network config Hetzner's datasource would give (DHCPv4 on
+        // the NIC, enp0s2 on this machine type): cloud-init's fallback also
+        // asks DHCPv6, which qemu never answers.
         let network = dir.join("network-config");
         std::fs::write(
             &network,
-            "version: 2\nethernets:\n  primary:\n    match:\n      name: \"en*\"\n    dhcp4: true\n",
+            "version: 2\nethernets:\n  enp0s2:\n    dhcp4: true\n",
         )
         .unwrap();
         let seed = dir.join("seed.iso");
