@@ -70,7 +70,10 @@ fn nodeimg(dir: &Path, args: &[&str]) {
 fn inputs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cluster.toml"), SPEC).unwrap();
-    nodeimg(dir.path(), &["secrets", "init", "--cluster", "cluster.toml"]);
+    nodeimg(
+        dir.path(),
+        &["secrets", "init", "--cluster", "cluster.toml"],
+    );
     nodeimg(dir.path(), &["secrets", "for-node", "--all", "-o", "."]);
     dir
 }
@@ -108,7 +111,10 @@ impl Registry {
             .expect("docker-registry (Debian package docker-registry) must be installed");
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "docker-registry did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "docker-registry did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Registry {
@@ -175,7 +181,10 @@ fn work_dir(name: &str) -> PathBuf {
 fn assert_cloud_init_done(report: &str, boot: &str) {
     let cloud_init = section(report, boot, "cloud-init");
     assert!(cloud_init.contains("status: done"), "{boot}: {cloud_init}");
-    assert!(cloud_init.ends_with("exit 0"), "{boot}: errors: {cloud_init}");
+    assert!(
+        cloud_init.ends_with("exit 0"),
+        "{boot}: errors: {cloud_init}"
+    );
 }
 
 /// What every booted db node shows, whichever way it was installed: the
@@ -193,7 +202,10 @@ fn assert_db_node(report: &str, boot: &str, volume_uuid: Option<&str>, image_id:
     if let Some(uuid) = volume_uuid {
         assert!(volume.starts_with(uuid), "{boot}: volume {volume}");
     }
-    assert!(volume.contains("postgresql") && volume.contains("etcd"), "{volume}");
+    assert!(
+        volume.contains("postgresql") && volume.contains("etcd"),
+        "{volume}"
+    );
     let sysctl = s("sysctl");
     for line in [
         "vm.swappiness = 1",
@@ -202,7 +214,10 @@ fn assert_db_node(report: &str, boot: &str, volume_uuid: Option<&str>, image_id:
         "vm.dirty_background_ratio = 5",
         "vm.dirty_ratio = 10",
     ] {
-        assert!(sysctl.contains(line), "{boot}: {line} not in effect: {sysctl}");
+        assert!(
+            sysctl.contains(line),
+            "{boot}: {line} not in effect: {sysctl}"
+        );
     }
     assert_eq!(
         s("thp"),
@@ -227,7 +242,11 @@ fn assert_db_node(report: &str, boot: &str, volume_uuid: Option<&str>, image_id:
         binds.contains("/var/lib/nodeimg/postgresql:/var/lib/postgresql"),
         "{boot}: {binds}"
     );
-    assert_ne!(s("firewall"), "0", "{boot}: the host firewall is not loaded");
+    assert_ne!(
+        s("firewall"),
+        "0",
+        "{boot}: the host firewall is not loaded"
+    );
 }
 
 #[test]
@@ -251,11 +270,9 @@ fn registry_path_first_boot_and_reboot() {
     );
     // The host runtime's snapshot, made of its lock alone.
     let archive = dir.join("archive");
-    support::mirror::lay(
-        &repo().join("recipes/host-runtime.lock"),
-        &repo().join("target/test-guest/cache"),
-        &archive,
-    );
+    let cache = support::guest::cache();
+    support::guest::fetch(&repo().join("recipes/host-runtime.toml"), &cache);
+    support::mirror::lay(&repo().join("recipes/host-runtime.lock"), &cache, &archive);
     let server = Server::start(&archive);
     let template = repo().join("cloud-init/node.yaml.j2");
     let runtime = repo().join("recipes/host-runtime.toml");
@@ -395,16 +412,27 @@ fn air_gapped_bundle_without_then_with_volume() {
         "{refused}"
     );
     assert!(!refused.ends_with("\nactive"), "{refused}");
-    assert_eq!(section(&report, "boot 1", "disks"), "0", "something was formatted");
+    assert_eq!(
+        section(&report, "boot 1", "disks"),
+        "0",
+        "something was formatted"
+    );
     let install = section(&report, "boot 1", "install");
     assert!(install.contains("all files match SHA256SUMS"), "{install}");
 
     guest.attach_volume(&volume);
     let ready = guest.wait_for("postgres-ready", 1, BOOT_LIMIT);
-    eprintln!("air-gapped guest power-on to PostgreSQL answering (volume attached late): {ready:.0} s");
+    eprintln!(
+        "air-gapped guest power-on to PostgreSQL answering (volume attached late): {ready:.0} s"
+    );
     guest.wait_for("poweroff", 1, BOOT_LIMIT);
     guest.wait_exit(BOOT_LIMIT);
     let report = guest.report();
     // Kept, not reformatted: the same filesystem, now holding the node's data.
-    assert_db_node(&report, "postgres-ready", Some(uuid), &config_digest(&layout));
+    assert_db_node(
+        &report,
+        "postgres-ready",
+        Some(uuid),
+        &config_digest(&layout),
+    );
 }

@@ -414,11 +414,12 @@ fn serve(
                 // valid HTTP date, which apt insists on).
                 let digest = Sha256::digest(&bytes);
                 let offset = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-                let stamp = time::OffsetDateTime::from_unix_timestamp(1_767_225_600 + i64::from(offset))
-                    .unwrap()
-                    .format(&time::format_description::well_known::Rfc2822)
-                    .unwrap()
-                    .replace("+0000", "GMT");
+                let stamp =
+                    time::OffsetDateTime::from_unix_timestamp(1_767_225_600 + i64::from(offset))
+                        .unwrap()
+                        .format(&time::format_description::well_known::Rfc2822)
+                        .unwrap()
+                        .replace("+0000", "GMT");
                 if if_modified_since.as_deref() == Some(stamp.as_str()) {
                     (304, Vec::new(), Some(stamp))
                 } else {

@@ -44,9 +44,14 @@ pub fn fetch(recipe: &Path, cache: &Path) {
 /// The guest, with the host runtime's packages preinstalled too when
 /// `with_runtime` (an air-gapped host's image: its operator installed
 /// them from a local mirror).
+/// The cache the guest tests share (its .debs those of every test).
+pub fn cache() -> PathBuf {
+    shared_cache(&repo().join("target/test-guest"))
+}
+
 pub fn built(with_runtime: bool) -> GuestDisk {
     let work = repo().join("target/test-guest");
-    let cache = shared_cache(&work);
+    let cache = cache();
     let guest_recipe = repo().join("tests/guest/guest.toml");
     let runtime_recipe = repo().join("recipes/host-runtime.toml");
     let mut locks = vec![repo().join("tests/guest/guest.lock")];
@@ -65,7 +70,10 @@ pub fn built(with_runtime: bool) -> GuestDisk {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let out = work.join(format!("{}-{key}", if with_runtime { "runtime" } else { "plain" }));
+    let out = work.join(format!(
+        "{}-{key}",
+        if with_runtime { "runtime" } else { "plain" }
+    ));
     let disk = GuestDisk {
         kernel: out.join("vmlinuz"),
         initrd: out.join("initrd.img"),
@@ -97,7 +105,12 @@ pub fn built(with_runtime: bool) -> GuestDisk {
     std::fs::create_dir_all(&keys).unwrap();
     for entry in std::fs::read_dir(repo().join("recipes/keys")).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("debian-archive-") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("debian-archive-")
+        {
             std::fs::copy(&path, keys.join(path.file_name().unwrap())).unwrap();
         }
     }
@@ -107,7 +120,12 @@ pub fn built(with_runtime: bool) -> GuestDisk {
         .unwrap()
         .source_date_epoch;
     run(Command::new("mmdebstrap")
-        .args(["--quiet", "--mode=root", "--variant=custom", "--format=directory"])
+        .args([
+            "--quiet",
+            "--mode=root",
+            "--variant=custom",
+            "--format=directory",
+        ])
         .arg(format!("--keyring={}", keys.display()))
         .arg("--aptopt=APT::Install-Recommends \"false\"")
         .arg("--aptopt=Acquire::Languages \"none\"")

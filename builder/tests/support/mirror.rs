@@ -69,7 +69,10 @@ pub fn lay(lock_path: &Path, cache: &Path, root: &Path) -> Vec<(String, String)>
     }
     for package in &lock.packages {
         let deb = cache.join("debs/sha256").join(&package.sha256);
-        link(&deb, &root.join(base_of(&package.source)).join(&package.path));
+        link(
+            &deb,
+            &root.join(base_of(&package.source)).join(&package.path),
+        );
     }
     bases
 }

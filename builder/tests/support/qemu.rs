@@ -98,10 +98,7 @@ impl Guest {
                 dir.join("monitor.sock").display()
             ))
             .arg("-drive")
-            .arg(format!(
-                "if=virtio,format=qcow2,file={}",
-                root.display()
-            ))
+            .arg(format!("if=virtio,format=qcow2,file={}", root.display()))
             .arg("-drive")
             .arg(format!(
                 "if=virtio,format=raw,readonly=on,file={}",
@@ -111,7 +108,10 @@ impl Guest {
             .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
         if let Some(volume) = options.volume {
             qemu.arg("-drive")
-                .arg(format!("if=none,id=vol,format=raw,file={}", volume.display()))
+                .arg(format!(
+                    "if=none,id=vol,format=raw,file={}",
+                    volume.display()
+                ))
                 .arg("-device")
                 .arg(format!("scsi-hd,bus=scsi.0,drive=vol,{VOLUME_ID}"));
         }
@@ -171,7 +171,10 @@ impl Guest {
                 return self.started.elapsed().as_secs_f64();
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{}", self.failure(&format!("qemu exited ({status}) before `{line}`")));
+                panic!(
+                    "{}",
+                    self.failure(&format!("qemu exited ({status}) before `{line}`"))
+                );
             }
             if self.started.elapsed() > limit {
                 panic!("{}", self.failure(&format!("no `{line}` after {limit:?}")));
@@ -184,7 +187,10 @@ impl Guest {
     pub fn wait_exit(&mut self, limit: Duration) {
         while self.child.try_wait().unwrap().is_none() {
             if self.started.elapsed() > limit {
-                panic!("{}", self.failure(&format!("the guest was still running after {limit:?}")));
+                panic!(
+                    "{}",
+                    self.failure(&format!("the guest was still running after {limit:?}"))
+                );
             }
             std::thread::sleep(Duration::from_secs(1));
         }
