@@ -155,7 +155,8 @@ fn section(report: &str, start: &str, name: &str) -> String {
         .find(&header)
         .unwrap_or_else(|| panic!("no section {name} after {start}:\n{rest}"))
         + header.len();
-    let body = &rest[begin..];
+    // From the header's newline on, so an empty section ends at once.
+    let body = &rest[begin - 1..];
     let end = [body.find("\n--- "), body.find("\n=== ")]
         .into_iter()
         .flatten()
