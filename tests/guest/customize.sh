@@ -10,7 +10,7 @@ set -eu
 root=$1
 here=$(dirname "$0")
 
-printf '/dev/vda / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n' >"$root/etc/fstab"
+printf 'LABEL=guestroot / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n' >"$root/etc/fstab"
 # Not zeros: mkfs.ext4 -d would store them as holes, which swapon refuses.
 yes nodeimg-test | head -c 64M >"$root/swapfile"
 chmod 600 "$root/swapfile"

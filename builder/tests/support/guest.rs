@@ -70,10 +70,15 @@ pub fn built(with_runtime: bool) -> GuestDisk {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let out = work.join(format!(
-        "{}-{key}",
-        if with_runtime { "runtime" } else { "plain" }
-    ));
+    let variant = if with_runtime { "runtime" } else { "plain" };
+    let out = work.join(format!("{variant}-{key}"));
+    // Disks of this variant's older inputs are never used again.
+    for entry in std::fs::read_dir(&work).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{variant}-")) && entry.path() != out {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
     let disk = GuestDisk {
         kernel: out.join("vmlinuz"),
         initrd: out.join("initrd.img"),
@@ -156,5 +161,6 @@ pub fn built(with_runtime: bool) -> GuestDisk {
         .arg("6G"));
     std::fs::rename(&partial, &disk.disk).unwrap();
     let _ = std::fs::remove_dir_all(&rootfs);
+    let _ = std::fs::remove_dir_all(&archive);
     disk
 }

@@ -85,7 +85,7 @@ impl Guest {
             .arg(&options.disk.initrd)
             .arg("-append")
             .arg(format!(
-                "root=/dev/vda rw console=ttyS0 panic=-1 nodeimg.test={}",
+                "root=LABEL=guestroot rw console=ttyS0 panic=-1 nodeimg.test={}",
                 options.mode
             ))
             .arg("-serial")
