@@ -16,13 +16,11 @@
 //!   XFS data is attached: kept, not reformatted, PostgreSQL answers.
 
 mod support {
-    #[allow(dead_code)]
     pub mod archive;
     pub mod guest;
     #[allow(dead_code)]
     pub mod images;
     pub mod mirror;
-    #[allow(dead_code)]
     pub mod pgp;
     pub mod qemu;
 }

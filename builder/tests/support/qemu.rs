@@ -124,7 +124,7 @@ impl Guest {
                 .arg("-device")
                 .arg(format!("virtio-blk-pci,drive=extra{i},serial={serial}"));
         }
-        let guest = Guest {
+        Guest {
             child: qemu
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -133,8 +133,7 @@ impl Guest {
                 .expect("qemu-system-x86_64 (Debian package qemu-system-x86) must be installed"),
             dir: dir.to_path_buf(),
             started: Instant::now(),
-        };
-        guest
+        }
     }
 
     /// Hot-plugs the data volume, as attaching a Hetzner volume to a
