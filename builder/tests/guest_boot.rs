@@ -417,6 +417,11 @@ fn air_gapped_bundle_without_then_with_volume() {
     );
     let install = section(&report, "boot 1", "install");
     assert!(install.contains("all files match SHA256SUMS"), "{install}");
+    assert!(
+        install.contains("db: "),
+        "the image was not loaded: {install}"
+    );
+    assert!(install.contains("loaded, image ID sha256:"), "{install}");
 
     guest.attach_volume(&volume);
     let ready = guest.wait_for("postgres-ready", 1, BOOT_LIMIT);

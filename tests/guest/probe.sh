@@ -61,7 +61,7 @@ airgap)
     section install
     sh /opt/nodeimg/nodeimg-guest/install.sh --node db-1 >$state/install.log 2>&1
     echo "install.sh exit $?"
-    tail -n 5 $state/install.log
+    grep -E 'all files match SHA256SUMS|loaded, image ID|nodeimg:' $state/install.log
     within 300 refused
     section refused; journalctl -u nodeimg.service -o cat | grep 'nodeimg:' | head -n 2
     systemctl is-active nodeimg.service
