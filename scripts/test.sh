@@ -14,9 +14,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # docker-registry (Debian's CNCF distribution server) and htpasswd serve the
 # push tests (openssl signs the Bearer tokens of their token server);
 # unshare (util-linux) cuts the bundle installer off the network; podman
-# loads a bundle as Docker does.
+# loads a bundle as Docker does. The qemu guest test (guest_boot.rs):
+# qemu-system-x86 and qemu-utils boot it, mmdebstrap assembles it from
+# the locked .debs, genisoimage makes its NoCloud seed, socat carries its
+# forwards to the test's servers, xfsprogs formats a volume beforehand.
 need=()
-for tool in git gpg gpgv dpkg xz skopeo umoci strip psql docker-registry htpasswd unshare openssl podman nft curl; do
+for tool in git gpg gpgv dpkg xz skopeo umoci strip psql docker-registry htpasswd unshare openssl podman nft curl qemu-system-x86_64 qemu-img mmdebstrap genisoimage socat mkfs.xfs; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # The SCRAM test starts its own PostgreSQL server (initdb in a temp dir).
@@ -27,7 +30,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     as_root mkdir -p /etc/postgresql-common/createcluster.d
     echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/nodeimg-tests.conf >/dev/null
     as_root apt-get -o DPkg::Lock::Timeout=600 update
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git nftables curl gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git nftables curl gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman qemu-system-x86 qemu-utils mmdebstrap genisoimage socat xfsprogs
 fi
 
 cargo fmt --all -- --check

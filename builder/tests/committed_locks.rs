@@ -61,6 +61,8 @@ fn haproxy_lock_matches_its_recipe() {
 fn host_runtime_lock_matches_its_recipe_and_can_fall_back_to_a_snapshot() {
     let lock = check("host-runtime");
     assert!(lock.packages.iter().any(|p| p.name == "docker.io"));
+    // trixie's docker.io has no `docker` command (the unit runs it).
+    assert!(lock.packages.iter().any(|p| p.name == "docker-cli"));
     // What makes its pins installable later: a snapshot for every source.
     assert!(lock.snapshot.is_some());
     assert!(lock.sources.iter().all(|s| s.snapshot_archive.is_some()));

@@ -342,6 +342,30 @@ impl Drop for Server {
     }
 }
 
+/// apt quotes `+`, `~` and others in its request paths (`%2b`).
+fn percent_decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn serve(
     mut stream: TcpStream,
     root: &Path,
@@ -382,15 +406,20 @@ fn serve(
     let (status, body, last_modified) = if failing {
         (503, b"unavailable".to_vec(), None)
     } else {
-        let file = root.join(path.trim_start_matches('/'));
+        let file = root.join(percent_decoded(&path).trim_start_matches('/'));
         match std::fs::read(&file) {
             Ok(bytes) => {
                 // A stand-in date derived from the content: equal bytes give
-                // an equal validator, which is all a client compares.
-                let stamp = format!(
-                    "Thu, 01 Jan 2026 00:00:00 GMT; {}",
-                    &hex(&Sha256::digest(&bytes))[..16]
-                );
+                // an equal validator, which is all a client compares (and a
+                // valid HTTP date, which apt insists on).
+                let digest = Sha256::digest(&bytes);
+                let offset = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+                let stamp =
+                    time::OffsetDateTime::from_unix_timestamp(1_767_225_600 + i64::from(offset))
+                        .unwrap()
+                        .format(&time::format_description::well_known::Rfc2822)
+                        .unwrap()
+                        .replace("+0000", "GMT");
                 if if_modified_since.as_deref() == Some(stamp.as_str()) {
                     (304, Vec::new(), Some(stamp))
                 } else {
