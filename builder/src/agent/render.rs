@@ -437,8 +437,11 @@ impl NodeView {
                 retry_timeout: spec.patroni.retry_timeout,
                 maximum_lag_on_failover: spec.patroni.maximum_lag_on_failover,
                 synchronous_mode: spec.patroni.synchronous_mode,
+                // One db member has no replica to wait for: strict mode
+                // would make every commit wait forever.
                 synchronous_mode_strict: spec.patroni.synchronous_mode
-                    && spec.patroni.synchronous_mode_strict,
+                    && spec.patroni.synchronous_mode_strict
+                    && spec.db_members.len() > 1,
             },
             postgresql: PostgresView {
                 data_dir: spec.postgresql.data_dir.clone(),

@@ -173,7 +173,8 @@ pub struct PatroniSettings {
     /// instead of being acknowledged by the primary alone (Patroni's
     /// `synchronous_mode_strict`), so every acknowledged write is on two
     /// nodes. Off, a primary left without replicas keeps accepting writes
-    /// that its own disk alone holds. On by default.
+    /// that its own disk alone holds. On by default; a cluster of one db
+    /// member has no replica to wait for and runs without it.
     #[serde(default = "default_synchronous_mode")]
     pub synchronous_mode_strict: bool,
     /// With etcd: when a majority of the db nodes see the leader's lease
