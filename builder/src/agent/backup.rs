@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::agent::render::BackupView;
-use crate::agent::supervise::ProcessTable;
+use crate::agent::supervise::{ProcessTable, RunOutput};
 
 /// A pgBackRest command of this node, run as postgres.
 pub fn pgbackrest(view: &BackupView, args: &[&str], postgres: (u32, u32)) -> Command {
@@ -163,15 +163,7 @@ pub fn start_primary_tasks(
     table: ProcessTable,
 ) {
     std::thread::spawn(move || {
-        let agent = loop {
-            match tls.agent(Duration::from_secs(2)) {
-                Ok(agent) => break agent,
-                Err(err) => {
-                    tracing::error!("backup tasks: {err}; retrying");
-                    std::thread::sleep(Duration::from_secs(5));
-                }
-            }
-        };
+        let agent = tls.agent_when_ready("backup tasks");
         let mut stanza_ready = false;
         let mut next_try = std::time::Instant::now();
         let mut next_archiver_check = std::time::Instant::now();
@@ -228,6 +220,16 @@ pub fn start_primary_tasks(
     });
 }
 
+/// What a failed pgBackRest or PostgreSQL command said: its last ERROR or
+/// FATAL line, else all it printed.
+pub fn failure_reason(output: &RunOutput) -> String {
+    let text = format!("{}{}", output.stdout, output.stderr);
+    text.lines()
+        .rfind(|l| l.contains("ERROR") || l.contains("FATAL"))
+        .unwrap_or(text.trim())
+        .to_string()
+}
+
 fn run_logged(table: &ProcessTable, command: Command) -> Result<(), String> {
     let shown = format!("{:?}", command.get_args().last().unwrap_or_default());
     let output = table
@@ -236,12 +238,7 @@ fn run_logged(table: &ProcessTable, command: Command) -> Result<(), String> {
     if output.code == 0 {
         return Ok(());
     }
-    let text = format!("{}{}", output.stdout, output.stderr);
-    let reason = text
-        .lines()
-        .rfind(|l| l.contains("ERROR"))
-        .unwrap_or(text.trim())
-        .to_string();
+    let reason = failure_reason(&output);
     Err(format!(
         "pgbackrest {shown} exited {}: {reason}",
         output.code

@@ -94,12 +94,11 @@ fn as_postgres(command: &mut Command, postgres: (u32, u32)) -> Command {
 fn checked(what: &str, output: std::io::Result<RunOutput>) -> Result<RunOutput, String> {
     let output = output.map_err(|e| format!("{what}: cannot run: {e}"))?;
     if output.code != 0 {
-        let text = format!("{}{}", output.stdout, output.stderr);
-        let last = text
-            .lines()
-            .rfind(|l| l.contains("ERROR") || l.contains("FATAL") || l.contains("error"))
-            .unwrap_or(text.trim());
-        return Err(format!("{what} exited {}: {last}", output.code));
+        return Err(format!(
+            "{what} exited {}: {}",
+            output.code,
+            crate::agent::backup::failure_reason(&output)
+        ));
     }
     Ok(output)
 }

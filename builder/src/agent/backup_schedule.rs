@@ -95,16 +95,12 @@ pub fn start(schedule: Schedule, table: ProcessTable) {
 }
 
 fn run(schedule: Schedule, table: ProcessTable) {
-    let (etcd, agent) = loop {
-        match (
-            Etcd::new(&schedule.etcd, &schedule.tls),
-            schedule.tls.agent(Duration::from_secs(2)),
-        ) {
-            (Ok(etcd), Ok(agent)) => break (etcd, agent),
-            (Err(err), _) | (_, Err(err)) => {
-                tracing::error!("backup schedule: {err}; retrying");
-                std::thread::sleep(Duration::from_secs(5));
-            }
+    let agent = schedule.tls.agent_when_ready("backup schedule");
+    let etcd = match Etcd::new(&schedule.etcd, &schedule.tls) {
+        Ok(etcd) => etcd,
+        Err(err) => {
+            tracing::error!("backup schedule is off: {err}");
+            return;
         }
     };
     let kinds = [
@@ -193,12 +189,7 @@ fn run_one(schedule: &Schedule, kind: &str, tick_no: u64, table: &ProcessTable) 
                 (true, format!("backup {label}"))
             }
             Ok(output) => {
-                let text = format!("{}{}", output.stdout, output.stderr);
-                let reason = text
-                    .lines()
-                    .rfind(|l| l.contains("ERROR"))
-                    .unwrap_or(text.trim())
-                    .to_string();
+                let reason = backup::failure_reason(&output);
                 (
                     false,
                     format!("pgbackrest backup exited {}: {reason}", output.code),

@@ -45,4 +45,18 @@ impl ClientTls {
             .build()
             .new_agent())
     }
+
+    /// [`ClientTls::agent`] with a 2 s timeout, retried every 5 s until the
+    /// files are readable (a background task of `what` waits for them).
+    pub fn agent_when_ready(&self, what: &str) -> ureq::Agent {
+        loop {
+            match self.agent(Duration::from_secs(2)) {
+                Ok(agent) => return agent,
+                Err(err) => {
+                    tracing::error!("{what}: {err}; retrying");
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+        }
+    }
 }

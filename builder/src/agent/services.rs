@@ -233,15 +233,7 @@ fn start_leader_tasks(node: &Node, accounts: &Accounts, table: ProcessTable) {
     let postgres = accounts.postgres;
     std::thread::spawn(move || {
         // A status other than 200 is an error: not the leader.
-        let agent = loop {
-            match tls.agent(Duration::from_secs(2)) {
-                Ok(agent) => break agent,
-                Err(err) => {
-                    tracing::error!("leader tasks: {err}; retrying");
-                    std::thread::sleep(Duration::from_secs(5));
-                }
-            }
-        };
+        let agent = tls.agent_when_ready("leader tasks");
         let script_path = format!("{RUN_DIR}/bootstrap.sql");
         let mut applied = false;
         loop {
