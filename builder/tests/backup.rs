@@ -116,7 +116,11 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
     wait_until(
         "the first scheduled full backup",
         Duration::from_secs(180),
-        || logs(&network, &leader).contains("backup: scheduled full (tick"),
+        || {
+            logs(&network, &leader).lines().any(|l| {
+                l.contains("backup: scheduled full (tick") && l.contains(") done on this node")
+            })
+        },
     );
     psql(
         &network.ip(21),
@@ -208,7 +212,8 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
         Duration::from_secs(90),
         || {
             status_json(&network, &new_leader).is_some_and(|s| {
-                s["ok"] == true
+                s["archive"]["failing"] == false
+                    && s["repository"]["status_code"] == 0
                     && s["archive"]["last_archived_wal"]
                         .as_str()
                         .is_some_and(|wal| !wal.starts_with("00000001"))

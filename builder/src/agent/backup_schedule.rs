@@ -6,8 +6,8 @@
 //! transaction that succeeds only while the key does not exist) runs it,
 //! so each tick runs once however many nodes try and whichever of them is
 //! primary. Backups run on the primary (this first version has no backup
-//! from a standby); a drill runs on a replica, or on the primary when no
-//! replica claimed it within a minute. A run that fails gives its claim
+//! from a standby); a drill runs on a replica (on the only node of a
+//! one-member cluster), once the repository holds a backup. A run that fails gives its claim
 //! back after a minute, so it is retried (loudly) rather than lost until
 //! the next tick. The last result of each kind is kept under
 //! `<namespace><scope>/nodeimg-backup/last/<kind>` for `nodeimg backup
@@ -34,6 +34,8 @@ pub struct Schedule {
     pub diff_every: Option<u64>,
     pub drill_every: Option<u64>,
     pub drill: DrillSetup,
+    /// The spec has more than one db member: drills are left to replicas.
+    pub has_replicas: bool,
 }
 
 /// The last run of one kind, as kept in the DCS.
@@ -126,9 +128,14 @@ fn run(schedule: Schedule, table: ProcessTable) {
                 .find(|(k, _)| *k == kind)
                 .and_then(|(_, e)| *e)
                 .unwrap_or(60);
-            let into = tick(now, every).1;
+            // Backups on the primary; drills on a replica, so the primary
+            // carries none (a one-member cluster drills on its only node),
+            // and only once there is a backup to restore.
             let mine = match kind {
-                "drill" => !primary || into >= 60.min(every / 2),
+                "drill" => {
+                    (!primary || !schedule.has_replicas)
+                        && latest_backup(&schedule, &table).is_some()
+                }
                 _ => primary,
             };
             if !mine {

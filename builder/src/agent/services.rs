@@ -346,6 +346,7 @@ pub fn start_background_tasks(node: &Node, accounts: &Accounts, table: &ProcessT
                         scratch: "/var/lib/postgresql/nodeimg-drill".into(),
                         postgres: accounts.postgres,
                     },
+                    has_replicas: node.spec.db_members.len() > 1,
                 },
                 table.clone(),
             );
