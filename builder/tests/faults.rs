@@ -384,11 +384,7 @@ fn the_fault_matrix_loses_no_acknowledged_write() {
     }
     let mut acknowledged: BTreeSet<i64> = through_6432.stop().into_iter().collect();
     acknowledged.extend(through_5000.stop());
-    let stored: BTreeSet<i64> = psql(&network.ip(21), 5000, "appdb", "select id from writes")
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let stored = stored_ids(&network);
     let lost: Vec<&i64> = acknowledged.difference(&stored).collect();
     eprintln!(
         "{} acknowledged writes, {} stored, {} lost; {rounds} monitor rounds, {} with two primaries",

@@ -333,11 +333,7 @@ fn db_members_grow_from_three_to_five_and_shrink_back_by_editing_the_spec() {
     let outage_5000 = through_5000.outage_after(began);
     let mut acknowledged: BTreeSet<i64> = through_6432.stop().into_iter().collect();
     acknowledged.extend(through_5000.stop());
-    let stored: BTreeSet<i64> = psql(&network.ip(21), 5000, "appdb", "select id from writes")
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let stored = stored_ids(&network);
     let lost: Vec<&i64> = acknowledged.difference(&stored).collect();
     eprintln!(
         "{} acknowledged writes, {} stored, {} lost; longest gap {:.1} s through 6432, {:.1} s through 5000 (the stops included); {:.0} s from the first spec change to the end",

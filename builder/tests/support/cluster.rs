@@ -473,6 +473,16 @@ pub fn start_proxy_node(network: &Network, image: &str, name: &str, host: u8) {
     );
 }
 
+/// The ids the `writes` table holds (through proxy-1's HAProxy), to
+/// compare with what the writers saw acknowledged.
+pub fn stored_ids(network: &Network) -> std::collections::BTreeSet<i64> {
+    psql(&network.ip(21), 5000, "appdb", "select id from writes")
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
 pub fn container_of(network: &Network, member: &str) -> String {
     format!("{}-{member}", network.name)
 }
