@@ -30,7 +30,12 @@ if [ "${#need[@]}" -gt 0 ]; then
     as_root mkdir -p /etc/postgresql-common/createcluster.d
     echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/nodeimg-tests.conf >/dev/null
     as_root apt-get -o DPkg::Lock::Timeout=600 update
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git nftables curl gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman qemu-system-x86 qemu-utils mmdebstrap genisoimage socat xfsprogs
+    # qemu-utils only when qemu-img is missing: a machine may carry a newer
+    # one (a backport), and asking for Debian's would be a downgrade apt
+    # refuses ("held broken packages").
+    extra=()
+    command -v qemu-img >/dev/null 2>&1 || extra+=(qemu-utils)
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git nftables curl gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman qemu-system-x86 mmdebstrap genisoimage socat xfsprogs "${extra[@]}"
 fi
 
 cargo fmt --all -- --check

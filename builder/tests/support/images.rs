@@ -41,16 +41,21 @@ pub fn shared_cache(work: &Path) -> PathBuf {
     std::fs::create_dir_all(&cache).unwrap();
     let debs = repo().join("target/test-package-cache/debs");
     std::fs::create_dir_all(&debs).unwrap();
-    if !cache.join("debs").exists() {
-        std::os::unix::fs::symlink(&debs, cache.join("debs")).unwrap();
-    }
+    link_once(&debs, &cache.join("debs"));
     // The signed Packages indexes the locks were made from, shared too.
     let packages = repo().join("target/test-package-cache/packages");
     std::fs::create_dir_all(&packages).unwrap();
-    if !cache.join("packages").exists() {
-        std::os::unix::fs::symlink(&packages, cache.join("packages")).unwrap();
-    }
+    link_once(&packages, &cache.join("packages"));
     cache
+}
+
+/// A symlink `link` → `target`, unless there is one: tests running side by
+/// side may make it at the same moment.
+fn link_once(target: &Path, link: &Path) {
+    match std::os::unix::fs::symlink(target, link) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => other.unwrap(),
+    }
 }
 
 /// The digest of the one manifest a layout's index names.
