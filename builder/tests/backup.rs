@@ -7,6 +7,7 @@
 //! the primary, then streams with every row.
 
 mod support {
+    pub mod backup;
     #[allow(dead_code)]
     pub mod cluster;
     #[allow(dead_code)]
@@ -16,23 +17,11 @@ mod support {
 use std::process::Command;
 use std::time::Duration;
 
+use support::backup::*;
 use support::cluster::*;
 use support::images::{loaded_images, run};
 
 const PREFIX: &str = "172.31.247";
-
-/// A Docker volume shared by the db nodes, removed on drop.
-struct Volume(String);
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        if std::env::var_os("NODEIMG_E2E_KEEP").is_none() {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f", &self.0])
-                .output();
-        }
-    }
-}
 
 fn start_db(network: &Network, image: &str, node: &str, repository: &Volume) {
     start_db_node(
@@ -41,50 +30,6 @@ fn start_db(network: &Network, image: &str, node: &str, repository: &Volume) {
         node,
         &["-v".into(), format!("{}:/var/lib/pgbackrest", repository.0)],
     );
-}
-
-/// `nodeimg backup ARGS` inside `node`: (exit code, stdout, stderr).
-fn backup(network: &Network, node: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new("docker")
-        .args(["exec", &container_of(network, node), "nodeimg", "backup"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn status_json(network: &Network, node: &str) -> Option<serde_json::Value> {
-    let (_, stdout, _) = backup(network, node, &["status", "--json"]);
-    serde_json::from_str(&stdout).ok()
-}
-
-fn logs(network: &Network, node: &str) -> String {
-    let output = run(Command::new("docker").args(["logs", &container_of(network, node)]));
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
-
-/// SQL as postgres over the node's socket (superuser functions).
-fn superuser_sql(network: &Network, node: &str, sql: &str) -> String {
-    let output = run(Command::new("docker").args([
-        "exec",
-        "-u",
-        "postgres",
-        &container_of(network, node),
-        "psql",
-        "-X",
-        "-tA",
-        "-h",
-        "/run/postgresql",
-        "-d",
-        "appdb",
-        "-c",
-        sql,
-    ]));
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 #[test]
