@@ -57,12 +57,18 @@ db = "10.0.2.100:5000/nodeimg/db"
 "#;
 
 /// How long one boot may take under TCG before the test gives up.
-const BOOT_LIMIT: Duration = Duration::from_secs(20 * 60);
+const BOOT_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 fn nodeimg(dir: &Path, args: &[&str]) {
     run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .args(args)
         .current_dir(dir)
+        // The cache the images were built with: `bundle` re-checks their
+        // locks against the signed indexes kept there.
+        .env(
+            "NODEIMG_CACHE",
+            support::images::shared_cache(&repo().join("target/test-cluster")),
+        )
         .env_remove("NODEIMG_SNAPSHOT_URL"));
 }
 
