@@ -168,6 +168,7 @@ enum SecretsCommand {
     /// Examples:
     ///   nodeimg secrets show
     ///   nodeimg secrets show --ca > cluster-ca.crt    # for clients' sslrootcert
+    ///   nodeimg secrets show --sftp-public-key        # for the backup server
     #[command(verbatim_doc_comment)]
     Show {
         /// A secrets file: the full one, or a node's.
@@ -180,6 +181,10 @@ enum SecretsCommand {
         /// give as sslrootcert to verify the cluster.
         #[arg(long)]
         ca: bool,
+        /// Print only the public key the db nodes log in to the sftp backup
+        /// repository with: the line for the server's authorized_keys.
+        #[arg(long, conflicts_with_all = ["ca", "json"])]
+        sftp_public_key: bool,
     },
 }
 
@@ -981,9 +986,18 @@ fn main() -> ExitCode {
             secrets,
             node_days,
         }) => commands::secrets::update(&cluster, &secrets, node_days),
-        Command::Secrets(SecretsCommand::Show { secrets, json, ca }) => {
+        Command::Secrets(SecretsCommand::Show {
+            secrets,
+            json,
+            ca,
+            sftp_public_key,
+        }) => {
             restore_sigpipe();
-            commands::secrets::show(&secrets, json, ca)
+            if sftp_public_key {
+                commands::secrets::show_sftp_public_key(&secrets)
+            } else {
+                commands::secrets::show(&secrets, json, ca)
+            }
         }
         Command::Backup(command) => {
             restore_sigpipe();

@@ -136,13 +136,23 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<RepositoryInfo, String> {
             .map(str::to_string)
             .reduce(|a, b| if key == "min" { a.min(b) } else { a.max(b) })
     };
+    // A repository that cannot be read (refused host key, login, network)
+    // makes the stanza "other"; the reason is in the repository's status.
+    let mut status = entry["status"]["message"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string();
+    for repo in entry["repo"].as_array().into_iter().flatten() {
+        if repo["status"]["code"].as_i64().unwrap_or(0) != 0
+            && let Some(message) = repo["status"]["message"].as_str()
+        {
+            status = format!("{status}: {}", message.trim());
+        }
+    }
     Ok(RepositoryInfo {
         stanza: stanza.to_string(),
         status_code: entry["status"]["code"].as_i64().unwrap_or(99),
-        status: entry["status"]["message"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_string(),
+        status,
         cipher: entry["cipher"].as_str().unwrap_or("none").to_string(),
         backups,
         wal_min: wal("min"),
@@ -208,16 +218,39 @@ pub fn start_primary_tasks(
                     && archiver.failing
                 {
                     tracing::error!(
-                        "backup: archive_command is failing: WAL {} not archived (last failure {}, {} failures; last success {}): see this node's PostgreSQL log; WAL piles up in pg_wal until it works",
+                        "backup: archive_command is failing: WAL {} not archived (last failure {}, {} failures; last success {}): {}; WAL piles up in pg_wal until it works",
                         archiver.last_failed_wal.as_deref().unwrap_or("?"),
                         archiver.last_failed_at.as_deref().unwrap_or("?"),
                         archiver.failed_count,
-                        archiver.last_archived_at.as_deref().unwrap_or("never")
+                        archiver.last_archived_at.as_deref().unwrap_or("never"),
+                        repository_problem(&table, &view, postgres)
+                            .unwrap_or_else(|| "see this node's PostgreSQL log".into())
                     );
                 }
             }
         }
     });
+}
+
+/// Why the repository cannot be used, as `pgbackrest info` tells it (a
+/// refused host key, a failed login, an unreachable server); none when it
+/// reads fine.
+fn repository_problem(
+    table: &ProcessTable,
+    view: &BackupView,
+    postgres: (u32, u32),
+) -> Option<String> {
+    let output = table
+        .run(pgbackrest(view, &["info", "--output=json"], postgres))
+        .ok()?;
+    match parse_info(&output.stdout, &view.stanza) {
+        Ok(info) if info.status_code == 0 => None,
+        Ok(info) => Some(format!("the repository reports {}", info.status)),
+        Err(_) => Some(format!(
+            "the repository cannot be read: {}",
+            failure_reason(&output)
+        )),
+    }
 }
 
 /// What a failed pgBackRest or PostgreSQL command said: its last ERROR or
@@ -285,6 +318,16 @@ mod tests {
         assert_eq!(info.backups[0].repository_size, 4000000);
         assert_eq!(info.wal_max.as_deref(), Some("000000020000000000000009"));
         assert!(parse_info(json, "other").is_err());
+        // What pgBackRest 2.55 printed for an sftp server with another host key.
+        let refused = r#"[{"archive":[],"backup":[],"cipher":"aes-256-cbc","db":[],"name":"e2e","repo":[{"cipher":"aes-256-cbc","key":1,"status":{"code":99,"message":"[ServiceError] known hosts failure: '172.31.249.30' mismatch in known hosts files: LIBSSH2_KNOWNHOST_CHECK_MISMATCH [1]: check type [strict]"}}],"status":{"code":99,"lock":{"backup":{"held":false}},"message":"other"}}]"#;
+        let info = parse_info(refused, "e2e").unwrap();
+        assert_eq!(info.status_code, 99);
+        assert!(
+            info.status
+                .starts_with("other: [ServiceError] known hosts failure"),
+            "{}",
+            info.status
+        );
         assert!(parse_info("not json", "e2e").is_err());
     }
 }

@@ -105,6 +105,9 @@ fn render_all(
     let view = NodeView::build(spec, role, me, secrets, &postgres_bin_dir())?;
     let mut files = render::render(&view, templates)?;
     files.extend(render::tls_files(secrets, &me.name)?);
+    if role == Role::Db {
+        files.extend(render::sftp_files(spec, secrets)?);
+    }
     Ok((view, files))
 }
 

@@ -176,6 +176,49 @@ pub struct BackupView {
     /// `/usr/bin/pgbackrest --config=… --stanza=…`: what every pgBackRest
     /// command of the node starts with.
     pub command: String,
+    pub sftp: Option<SftpView>,
+}
+
+/// An sftp repository's server, and the files the node logs in with.
+#[derive(Debug, Clone, Serialize)]
+pub struct SftpView {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The login key (0600, the postgres account's).
+    pub key_file: String,
+    pub public_key_file: String,
+    /// The pinned host keys: the only ones pgBackRest accepts.
+    pub known_hosts_file: String,
+}
+
+/// The sftp repository's login key and pinned host keys, for a db node
+/// whose spec has one.
+pub fn sftp_files(
+    spec: &crate::cluster::ClusterSpec,
+    secrets: &crate::cluster::secrets::Secrets,
+) -> Result<Vec<RenderedFile>, crate::cluster::secrets::SecretsError> {
+    use crate::cluster::secrets::SecretsError;
+    let Some(known_hosts) = spec.backup.as_ref().and_then(|b| b.known_hosts()) else {
+        return Ok(Vec::new());
+    };
+    let key = secrets
+        .backup_sftp_key
+        .clone()
+        .ok_or(SecretsError::MissingSftpKey)?;
+    let public = secrets
+        .sftp_public_key()?
+        .ok_or(SecretsError::MissingSftpKey)?;
+    let file = |name: &str, text: String, mode: u32| RenderedFile {
+        name: name.to_string(),
+        text,
+        mode,
+    };
+    Ok(vec![
+        file("backup-sftp.key", key, 0o600),
+        file("backup-sftp.key.pub", format!("{public}\n"), 0o644),
+        file("backup-sftp.known_hosts", known_hosts, 0o644),
+    ])
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -394,6 +437,14 @@ impl NodeView {
                     "/usr/bin/pgbackrest --config={RUN_DIR}/pgbackrest.conf --stanza={}",
                     spec.cluster.name
                 ),
+                sftp: backup.sftp.as_ref().map(|server| SftpView {
+                    host: server.host.clone(),
+                    port: server.port,
+                    user: server.user.clone(),
+                    key_file: format!("{RUN_DIR}/backup-sftp.key"),
+                    public_key_file: format!("{RUN_DIR}/backup-sftp.key.pub"),
+                    known_hosts_file: format!("{RUN_DIR}/backup-sftp.known_hosts"),
+                }),
             }),
             _ => None,
         };

@@ -59,6 +59,30 @@ pub struct BackupSettings {
     /// directory and checks it (a restore drill).
     #[serde(default = "daily")]
     pub drill_every: String,
+    /// The SSH server of an `sftp` repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<SftpServer>,
+}
+
+/// An SSH server holding the repository (`[backup.sftp]`). Its host keys
+/// are pinned here: a server showing any other key is refused. The key
+/// nodeimg logs in with is in the secrets (`backup_sftp_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpServer {
+    pub host: String,
+    /// 23 on a Hetzner Storage Box.
+    #[serde(default = "ssh_port")]
+    pub port: u16,
+    pub user: String,
+    /// The server's public host keys, one `<type> <base64>` each, as
+    /// `ssh-keyscan` prints them after the host name. Check them against
+    /// what the provider publishes before pasting them here.
+    pub host_keys: Vec<String>,
+}
+
+fn ssh_port() -> u16 {
+    22
 }
 
 /// `90s`, `30m`, `12h`, `7d` as seconds; `off` as None.
@@ -108,14 +132,29 @@ impl BackupSettings {
     /// Each refusal: (field, rule).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let fail = |field: &str, rule: String| Err((format!("backup.{field}"), rule));
-        if self.repository != RepositoryKind::Posix {
-            return fail(
-                "repository",
-                format!(
-                    "{:?} repositories are not supported yet (only \"posix\": a path mounted on every db node); sftp and s3 are planned",
-                    self.repository.as_str()
-                ),
-            );
+        match (self.repository, &self.sftp) {
+            (RepositoryKind::S3, _) => {
+                return fail(
+                    "repository",
+                    "\"s3\" repositories are not supported yet: use \"sftp\" (a Storage Box or any SSH server) or \"posix\" (a path mounted on every db node)".into(),
+                );
+            }
+            (RepositoryKind::Sftp, None) => {
+                return fail(
+                    "sftp",
+                    "an sftp repository needs a [backup.sftp] table: host, port, user and host_keys".into(),
+                );
+            }
+            (RepositoryKind::Sftp, Some(server)) => {
+                server.validate().or_else(|(f, r)| fail(&f, r))?
+            }
+            (RepositoryKind::Posix, Some(_)) => {
+                return fail(
+                    "sftp",
+                    "[backup.sftp] is only read with repository = \"sftp\": remove it or change the repository".into(),
+                );
+            }
+            (RepositoryKind::Posix, None) => {}
         }
         if !self.path.starts_with('/') || self.path.contains("..") || self.path.len() < 2 {
             return fail(
@@ -175,6 +214,24 @@ impl BackupSettings {
         Ok(())
     }
 
+    /// The pinned host keys as known_hosts lines for the server (the
+    /// `[host]:port` form off port 22, as OpenSSH and libssh2 match it).
+    pub fn known_hosts(&self) -> Option<String> {
+        let server = self.sftp.as_ref()?;
+        let name = if server.port == 22 {
+            server.host.clone()
+        } else {
+            format!("[{}]:{}", server.host, server.port)
+        };
+        Some(
+            server
+                .host_keys
+                .iter()
+                .map(|key| format!("{name} {}\n", key.trim()))
+                .collect(),
+        )
+    }
+
     /// Seconds between scheduled full backups, differentials and drills.
     pub fn schedule(&self) -> (Option<u64>, Option<u64>, Option<u64>) {
         let every = |text: &str| parse_interval(text).ok().flatten();
@@ -183,6 +240,59 @@ impl BackupSettings {
             every(&self.diff_every),
             every(&self.drill_every),
         )
+    }
+}
+
+impl SftpServer {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, rule: String| Err((format!("sftp.{field}"), rule));
+        let plain = |text: &str, extra: &[char]| {
+            !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c) || extra.contains(&c))
+        };
+        if !plain(&self.host, &[':']) {
+            return fail(
+                "host",
+                format!(
+                    "{:?} must be a host name or address (letters, digits, '-', '.', ':')",
+                    self.host
+                ),
+            );
+        }
+        if self.port == 0 {
+            return fail("port", "0 is not a port (23 on a Storage Box)".into());
+        }
+        if !plain(&self.user, &[]) {
+            return fail(
+                "user",
+                format!(
+                    "{:?} must be a user name (letters, digits, '-', '.', '_')",
+                    self.user
+                ),
+            );
+        }
+        if self.host_keys.is_empty() {
+            return fail(
+                "host_keys",
+                format!(
+                    "pin the server's host keys: `ssh-keyscan -p {} {}` prints them (check them against what the provider publishes)",
+                    self.port, self.host
+                ),
+            );
+        }
+        for key in &self.host_keys {
+            if let Err(err) = ssh_key::PublicKey::from_openssh(key.trim()) {
+                return fail(
+                    "host_keys",
+                    format!(
+                        "{key:?} is not a public key `<type> <base64>` as ssh-keyscan prints it: {err}"
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -207,9 +317,10 @@ mod tests {
     #[test]
     fn refusals_name_the_field() {
         let refused = |text: &str| parse(text).validate().unwrap_err();
-        let (field, rule) = refused("repository = \"sftp\"\n");
+        let (field, rule) = refused("repository = \"s3\"\n");
         assert_eq!(field, "backup.repository");
         assert!(rule.contains("not supported yet"), "{rule}");
+        assert_eq!(refused("repository = \"sftp\"\n").0, "backup.sftp");
         assert_eq!(
             refused("repository = \"posix\"\npath = \"backups\"\n").0,
             "backup.path"
@@ -252,5 +363,59 @@ mod tests {
         let backup: BackupSettings =
             toml::from_str("repository = \"posix\"\ndiff_every = \"off\"\n").unwrap();
         assert_eq!(backup.schedule(), (Some(604800), None, Some(86400)));
+    }
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    fn sftp(table: &str) -> BackupSettings {
+        parse(&format!(
+            "repository = \"sftp\"\npath = \"/home/backups\"\n[sftp]\n{table}"
+        ))
+    }
+
+    #[test]
+    fn sftp_servers_are_pinned_by_their_host_keys() {
+        let backup = sftp(&format!(
+            "host = \"u1.your-storagebox.de\"\nport = 23\nuser = \"u1\"\nhost_keys = [\"{KEY}\"]\n"
+        ));
+        assert_eq!(backup.validate(), Ok(()));
+        assert_eq!(
+            backup.known_hosts().unwrap(),
+            format!("[u1.your-storagebox.de]:23 {KEY}\n")
+        );
+        let default_port = sftp(&format!(
+            "host = \"10.0.0.9\"\nuser = \"u1\"\nhost_keys = [\"{KEY}\"]\n"
+        ));
+        assert_eq!(
+            default_port.known_hosts().unwrap(),
+            format!("10.0.0.9 {KEY}\n")
+        );
+        let refused = |table: &str| sftp(table).validate().unwrap_err();
+        let (field, rule) = refused("host = \"h\"\nuser = \"u\"\nhost_keys = []\n");
+        assert_eq!(field, "backup.sftp.host_keys");
+        assert!(rule.contains("ssh-keyscan -p 22 h"), "{rule}");
+        let (field, rule) =
+            refused("host = \"h\"\nuser = \"u\"\nhost_keys = [\"ssh-ed25519 nonsense\"]\n");
+        assert_eq!(field, "backup.sftp.host_keys");
+        assert!(rule.contains("not a public key"), "{rule}");
+        assert_eq!(
+            refused(&format!(
+                "host = \"a b\"\nuser = \"u\"\nhost_keys = [\"{KEY}\"]\n"
+            ))
+            .0,
+            "backup.sftp.host"
+        );
+        assert_eq!(
+            refused(&format!(
+                "host = \"h\"\nuser = \"u;x\"\nhost_keys = [\"{KEY}\"]\n"
+            ))
+            .0,
+            "backup.sftp.user"
+        );
+        let posix_with_sftp = parse(&format!(
+            "repository = \"posix\"\n[sftp]\nhost = \"h\"\nuser = \"u\"\nhost_keys = [\"{KEY}\"]\n"
+        ));
+        assert_eq!(posix_with_sftp.validate().unwrap_err().0, "backup.sftp");
     }
 }

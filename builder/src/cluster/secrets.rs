@@ -48,6 +48,11 @@ pub struct Secrets {
     /// outside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_cipher_password: Option<String>,
+    /// The key db nodes log in to an sftp repository with (OpenSSH's
+    /// private key format, Ed25519); its public half goes into the
+    /// server's authorized_keys (`nodeimg secrets show --sftp-public-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_sftp_key: Option<String>,
     /// Application users by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, UserSecret>,
@@ -99,12 +104,31 @@ pub enum SecretsError {
     #[error("cannot generate the secrets: {0}")]
     Generate(String),
     #[error(
+        "missing secret `backup_sftp_key` (the db nodes' login to the sftp backup repository): run `nodeimg secrets update` on the full secrets file, add its public key to the server (`nodeimg secrets show --sftp-public-key`) and deliver the node files again"
+    )]
+    MissingSftpKey,
+    #[error(
+        "backup_sftp_key is not an OpenSSH private key ({0}): remove it and run `nodeimg secrets update` to make a new one"
+    )]
+    BadSftpKey(String),
+    #[error(
         "{node} is not a member of the cluster spec: a node's secrets are made for a [[db]] or [[haproxy]] member"
     )]
     UnknownNode { node: String },
 }
 
 /// 32 characters from 62 symbols: about 190 bits.
+/// A new Ed25519 login key in OpenSSH's format, named after the cluster.
+fn new_sftp_key(cluster: &str) -> Result<String, SecretsError> {
+    let mut key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+        .map_err(|e| SecretsError::Generate(e.to_string()))?;
+    key.set_comment(format!("nodeimg-{cluster}"));
+    Ok(key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| SecretsError::Generate(e.to_string()))?
+        .to_string())
+}
+
 fn random_password() -> String {
     rand::rngs::OsRng
         .sample_iter(&rand::distributions::Alphanumeric)
@@ -157,6 +181,11 @@ impl Secrets {
             self.backup_cipher_password = Some(random_password());
             added.push("backup_cipher_password".to_string());
         }
+        if spec.backup.as_ref().is_some_and(|b| b.sftp.is_some()) && self.backup_sftp_key.is_none()
+        {
+            self.backup_sftp_key = Some(new_sftp_key(&spec.cluster.name)?);
+            added.push("backup_sftp_key".to_string());
+        }
         for user in &spec.users {
             if self
                 .users
@@ -179,6 +208,19 @@ impl Secrets {
             added.push(format!("users.{}", user.name));
         }
         Ok(added)
+    }
+
+    /// The sftp login key's public half, as an authorized_keys line.
+    pub fn sftp_public_key(&self) -> Result<Option<String>, SecretsError> {
+        let Some(text) = &self.backup_sftp_key else {
+            return Ok(None);
+        };
+        let key = ssh_key::PrivateKey::from_openssh(text)
+            .map_err(|e| SecretsError::BadSftpKey(e.to_string()))?;
+        key.public_key()
+            .to_openssh()
+            .map(Some)
+            .map_err(|e| SecretsError::BadSftpKey(e.to_string()))
     }
 
     /// The TLS material, or what to do when there is none.

@@ -191,6 +191,21 @@ pub fn update(cluster: &Path, secrets_path: &Path, node_days: u32) -> anyhow::Re
 
 /// Lists every certificate with its expiry; warns about those with less
 /// than a third of their lifetime left.
+/// The sftp login key's public half: what the backup server's
+/// authorized_keys must hold.
+pub fn show_sftp_public_key(path: &Path) -> anyhow::Result<()> {
+    match Secrets::read(path)?.sftp_public_key()? {
+        Some(line) => {
+            println!("{line}");
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "{} holds no backup_sftp_key: give the cluster spec a [backup] with repository = \"sftp\" and run `nodeimg secrets update`",
+            path.display()
+        ),
+    }
+}
+
 pub fn show(secrets: &Path, json: bool, ca_only: bool) -> anyhow::Result<()> {
     let secrets = Secrets::read(secrets)?;
     let tls = secrets.tls()?;

@@ -109,25 +109,30 @@ pub fn loaded_images() -> &'static LoadedImages {
 /// The test host image (tests/host: Debian's cloud-init), built and loaded.
 pub fn loaded_host_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let work = repo().join("target/test-cluster");
-        let cache = shared_cache(&work);
-        run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
-            .args(["build", "tests/host/host.toml", "--output"])
-            .arg(work.join("host-images"))
-            .current_dir(repo())
-            .env("NODEIMG_CACHE", &cache));
-        let output = run(Command::new("docker")
-            .arg("load")
-            .arg("-i")
-            .arg(work.join("host-images/host.tar")));
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("Loaded image: "))
-            .unwrap()
-            .to_string()
-    })
+    IMAGE.get_or_init(|| loaded_test_image("tests/host/host.toml"))
+}
+
+/// A test-only image (a recipe under tests/), built and loaded: its name.
+pub fn loaded_test_image(recipe: &str) -> String {
+    let work = repo().join("target/test-cluster");
+    let cache = shared_cache(&work);
+    let name = Path::new(recipe).file_stem().unwrap().to_string_lossy();
+    let out = work.join(format!("{name}-images"));
+    run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(["build", recipe, "--output"])
+        .arg(&out)
+        .current_dir(repo())
+        .env("NODEIMG_CACHE", &cache));
+    let output = run(Command::new("docker")
+        .arg("load")
+        .arg("-i")
+        .arg(out.join(format!("{name}.tar"))));
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap()
+        .to_string()
 }
 
 /// Where loaded_images() wrote the layouts.

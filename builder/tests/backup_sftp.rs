@@ -1,0 +1,216 @@
+//! An sftp backup repository on a real OpenSSH server (tests/sshd: Debian
+//! trixie's openssh-server, standing in for a Hetzner Storage Box). The
+//! spec pins the server's host keys; the db nodes log in with the key
+//! `nodeimg secrets` made, which the server's authorized_keys holds. The
+//! primary archives WAL and takes the scheduled full backup there, and a
+//! replica's drill restores it. Then the server is replaced by one with
+//! other host keys, as a man in the middle would show: pgBackRest refuses
+//! it, `nodeimg backup status` says so and exits 1, the impostor receives
+//! nothing, and the database keeps taking writes.
+
+mod support {
+    #[allow(dead_code)]
+    pub mod backup;
+    #[allow(dead_code)]
+    pub mod cluster;
+    #[allow(dead_code)]
+    pub mod images;
+}
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::backup::*;
+use support::cluster::*;
+use support::images::{loaded_images, loaded_test_image, run};
+
+const PREFIX: &str = "172.31.249";
+/// The SSH server's address: PREFIX.30.
+const SERVER: u8 = 30;
+const REPO: &str = "/home/backup/repo";
+
+/// Runs `script` with sh in the SSH server's container, `args` as $1...
+fn on_server(network: &Network, script: &str, args: &[&str]) -> String {
+    let output = run(Command::new("docker")
+        .args([
+            "exec",
+            &container_of(network, "sshd"),
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .args(args));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// A new SSH server (new host keys) at PREFIX.30 letting in `login_key`,
+/// with an empty repository folder; returns its host keys.
+fn start_server(network: &Network, image: &str, login_key: &str) -> Vec<String> {
+    network.start("sshd", image, SERVER, &[]);
+    let mut keys = String::new();
+    wait_until(
+        "the SSH server's host keys",
+        Duration::from_secs(30),
+        || {
+            let output = Command::new("docker")
+                .args(["exec", &container_of(network, "sshd")])
+                .args(["sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub"])
+                .output()
+                .unwrap();
+            keys = String::from_utf8_lossy(&output.stdout).into_owned();
+            keys.lines().count() == 3
+        },
+    );
+    on_server(
+        network,
+        "printf '%s\\n' \"$1\" > /home/backup/.ssh/authorized_keys && chmod 600 /home/backup/.ssh/authorized_keys && mkdir -p \"$2\" && chown -R backup:backup /home/backup",
+        &[login_key, REPO],
+    );
+    // `<type> <base64>`, as the spec pins them.
+    keys.lines()
+        .map(|line| {
+            line.split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn sftp_repository_with_pinned_host_keys() {
+    let images = loaded_images();
+    let sshd = loaded_test_image("tests/sshd/sshd.toml");
+    let network = Network::create("nodeimg-sftp", PREFIX);
+
+    // The secrets first: the login key is made with them.
+    let base = test_spec(PREFIX, true);
+    let with_backup = |host_keys: &[String]| {
+        format!(
+            "{base}\n[backup]\nrepository = \"sftp\"\npath = \"{REPO}\"\narchive_timeout = 10\nfull_every = \"1d\"\ndiff_every = \"off\"\ndrill_every = \"30s\"\n\n[backup.sftp]\nhost = \"{}\"\nuser = \"backup\"\nhost_keys = {:?}\n",
+            network.ip(SERVER),
+            host_keys
+        )
+    };
+    // Placeholder keys until the server exists (same key type and format).
+    let placeholder = vec![
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            .to_string(),
+    ];
+    write_inputs(&network, &with_backup(&placeholder));
+    let secrets =
+        nodeimg::cluster::secrets::Secrets::read(&network.dir.path().join("cluster.secrets.toml"))
+            .unwrap();
+    let login_key = secrets.sftp_public_key().unwrap().unwrap();
+    assert!(login_key.starts_with("ssh-ed25519 "), "{login_key}");
+    let host_keys = start_server(&network, &sshd, &login_key);
+    // The spec as the operator writes it: the server's real host keys
+    // (the secrets stay those made above).
+    std::fs::write(
+        network.dir.path().join("cluster.toml"),
+        with_backup(&host_keys),
+    )
+    .unwrap();
+
+    for node in ["db-1", "db-2", "db-3"] {
+        start_db_node(&network, &images.db, node, &[]);
+    }
+    start_proxy_node(&network, &images.haproxy, "proxy-1", 21);
+    wait_until("a healthy cluster", Duration::from_secs(180), || {
+        healthy(&network)
+    });
+    let (leader, _) = roles(&network).unwrap();
+    wait_until(
+        "the first scheduled full backup, over sftp",
+        Duration::from_secs(240),
+        || {
+            logs(&network, &leader).lines().any(|l| {
+                l.contains("backup: scheduled full (tick") && l.contains(") done on this node")
+            })
+        },
+    );
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "create table rows (id int primary key); insert into rows select generate_series(1, 500)",
+    )
+    .unwrap();
+    superuser_sql(&network, &leader, "select pg_switch_wal()");
+    let mut status = None;
+    wait_until(
+        "a drill of the sftp backup and WAL archived",
+        Duration::from_secs(150),
+        || {
+            status = status_json(&network, &leader);
+            status.as_ref().is_some_and(|s| {
+                s["ok"] == true
+                    && s["archive"]["archived_count"].as_u64().unwrap_or(0) > 0
+                    && s["last_runs"].as_array().is_some_and(|runs| {
+                        runs.iter().any(|r| r["kind"] == "drill" && r["ok"] == true)
+                    })
+            })
+        },
+    );
+    let status = status.unwrap();
+    assert_eq!(status["repository"]["cipher"], "aes-256-cbc", "{status:#}");
+    // The files are on the SSH server, encrypted under the cluster's stanza.
+    let stored = on_server(&network, "ls \"$1\"/backup/e2e \"$1\"/archive/e2e", &[REPO]);
+    assert!(
+        stored.contains("backup.info") && stored.contains("archive.info"),
+        "{stored}"
+    );
+
+    // Another server at the same address: other host keys. Refused.
+    run(Command::new("docker").args(["rm", "-f", &container_of(&network, "sshd")]));
+    start_server(&network, &sshd, &login_key);
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "insert into rows values (501)",
+    )
+    .unwrap();
+    superuser_sql(&network, &leader, "select pg_switch_wal()");
+    let mut broken = String::new();
+    wait_until(
+        "backup status reporting a problem",
+        Duration::from_secs(90),
+        || {
+            let (code, stdout, _) = backup(&network, &leader, &["status", "--json"]);
+            broken = stdout;
+            code == 1
+        },
+    );
+    eprintln!("with another host key: {broken}");
+    assert!(broken.to_lowercase().contains("known hosts"), "{broken}");
+    wait_until(
+        "the agent's log naming the archiving failure",
+        Duration::from_secs(150),
+        || {
+            logs(&network, &leader).lines().any(|l| {
+                l.contains("archive_command is failing") && l.contains("known hosts failure")
+            })
+        },
+    );
+    assert_eq!(
+        on_server(&network, "ls -A \"$1\"", &[REPO]),
+        "",
+        "the server with other host keys received files"
+    );
+    // Harmless to the database: writes go on.
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "insert into rows values (502)",
+    )
+    .unwrap();
+    assert_eq!(
+        psql(&network.ip(21), 5000, "appdb", "select count(*) from rows")
+            .unwrap()
+            .trim(),
+        "502"
+    );
+}
