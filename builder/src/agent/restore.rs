@@ -15,7 +15,13 @@ use crate::agent::supervise::ProcessTable;
 /// `pgbackrest info --output=json` of the old stanza, judged: what the
 /// restore will start from, or why it cannot.
 pub fn judge_info(json: &str, from: &str, repository: &str) -> Result<String, String> {
-    let all: Value = serde_json::from_str(json)
+    // pgBackRest quotes the garbage a wrong passphrase decrypts to, raw
+    // control characters included, which JSON forbids in strings.
+    let json: String = json
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let all: Value = serde_json::from_str(&json)
         .map_err(|e| format!("pgbackrest info did not print JSON: {e}"))?;
     let entry = all
         .as_array()
@@ -23,16 +29,20 @@ pub fn judge_info(json: &str, from: &str, repository: &str) -> Result<String, St
         .ok_or_else(|| format!("pgbackrest info lists no stanza {from:?}"))?;
     let code = entry["status"]["code"].as_i64().unwrap_or(99);
     // Per repository, the error pgBackRest met (a cipher error is there).
+    // Its first line: the rest can quote the bytes it failed to decrypt.
     let said: Vec<String> = entry["repo"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|r| r["status"]["message"].as_str())
         .chain(entry["status"]["message"].as_str())
-        .filter(|m| *m != "ok")
-        .map(|m| m.replace('\n', " "))
+        .filter(|m| *m != "ok" && *m != "other")
+        .map(|m| m.lines().next().unwrap_or_default().to_string())
         .collect();
     let said = said.join("; ");
+    // A wrong passphrase decrypts the info files into garbage, which
+    // pgBackRest reports as a format error of an encrypted repository.
+    let encrypted = entry["cipher"].as_str().is_some_and(|c| c != "none");
     match code {
         0 => {
             let backups = entry["backup"].as_array().map_or(0, |b| b.len());
@@ -53,7 +63,11 @@ pub fn judge_info(json: &str, from: &str, repository: &str) -> Result<String, St
         2 => Err(format!(
             "stanza {from} in {repository} has no backup to restore ({said}): take one on the old cluster (`nodeimg backup now --type full` on its primary)"
         )),
-        _ if said.contains("Crypto") || said.contains("cipher") || said.contains("decrypt") => {
+        _ if said.contains("CryptoError")
+            || encrypted
+                && said.contains("FormatError")
+                && said.contains("unable to load info file") =>
+        {
             Err(cipher_mismatch(&said))
         }
         _ => Err(format!(
@@ -91,7 +105,7 @@ pub fn check_source(
             Err(err) => Err(format!("cannot run pgbackrest: {err}")),
             Ok(output) if output.code != 0 => {
                 let reason = failure_reason(&output);
-                if reason.contains("Crypto") || reason.contains("cipher") {
+                if reason.contains("CryptoError") {
                     Err(cipher_mismatch(&reason))
                 } else {
                     Err(format!("pgbackrest info exited {}: {reason}", output.code))
@@ -136,11 +150,21 @@ mod tests {
                 .contains("nodeimg backup now")
         );
 
-        let cipher = r#"[{"name":"old","status":{"code":99,"message":"other"},
-            "repo":[{"key":1,"status":{"code":99,"message":"[CryptoError] unable to load info file '/repo/backup/old/backup.info':\nCryptoError: cipher header invalid"}}]}]"#;
-        let why = judge_info(cipher, "old", "/repo").unwrap_err();
-        assert!(why.contains("cipher header invalid"), "{why}");
+        // What pgBackRest 2.55 prints for an encrypted stanza read with
+        // another passphrase.
+        let cipher = r#"[{"name":"old","cipher":"aes-256-cbc","status":{"code":99,"message":"other"},
+            "repo":[{"cipher":"aes-256-cbc","key":1,"status":{"code":99,"message":"[FormatError] unable to load info file '/repo/backup/old/backup.info' or '/repo/backup/old/backup.info.copy':\nFormatError: key/value found outside of section at line 1: JdGARBAGE\nHINT: has a stanza-create been performed?"}}]}]"#;
+        let cipher = cipher.replace("GARBAGE", "\u{1}\u{7f}");
+        let why = judge_info(&cipher, "old", "/repo").unwrap_err();
+        assert!(why.contains("unable to load info file"), "{why}");
+        assert!(!why.contains("Jd"), "{why}");
         assert!(why.contains("NODEIMG_BACKUP_CIPHER_PASSWORD"), "{why}");
+        let unencrypted = cipher.replace("aes-256-cbc", "none");
+        assert!(
+            !judge_info(&unencrypted, "old", "/repo")
+                .unwrap_err()
+                .contains("NODEIMG_BACKUP_CIPHER_PASSWORD")
+        );
         assert!(judge_info("[]", "old", "/repo").is_err());
     }
 }
