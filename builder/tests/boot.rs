@@ -410,3 +410,36 @@ fn restore_mistakes_are_refused_with_the_field_named() {
         &["restore.target_time", "2026-12-01 21:00:00+00"],
     );
 }
+
+#[test]
+fn a_restored_clusters_secrets_take_the_old_repositorys_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, old) = backup_spec(dir.path(), "\n[restore]\nfrom = \"keybuzz-old\"\n");
+    let init = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+            .args(["secrets", "init", "--cluster"])
+            .arg(&spec)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let output = init(&["-o", "new.toml", "--backup-cipher-from", "secrets.toml"]);
+    assert!(output.status.success(), "{output:?}");
+    let new = Secrets::read(&dir.path().join("new.toml")).unwrap();
+    let old = Secrets::read(&old).unwrap();
+    assert!(old.backup_cipher_password.is_some());
+    assert_eq!(new.backup_cipher_password, old.backup_cipher_password);
+    assert_ne!(new.superuser_password, old.superuser_password);
+    // A file without a passphrase is refused, naming it.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    private(&empty);
+    let output = init(&["-o", "other.toml", "--backup-cipher-from", "empty.toml"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("holds no backup_cipher_password"),
+        "{stderr}"
+    );
+}
