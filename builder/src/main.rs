@@ -79,6 +79,11 @@ enum SecretsCommand {
         /// Replace an existing file (its passwords are then lost).
         #[arg(long)]
         force: bool,
+        /// Take backup_cipher_password from this (old) cluster's secrets
+        /// file: a cluster restored from its backups ([restore]) shares
+        /// their repository, and the passphrase is the repository's.
+        #[arg(long, value_name = "OLD_SECRETS")]
+        backup_cipher_from: Option<PathBuf>,
         #[command(flatten)]
         lifetimes: Lifetimes,
     },
@@ -951,11 +956,13 @@ fn main() -> ExitCode {
             cluster,
             output,
             force,
+            backup_cipher_from,
             lifetimes,
         }) => commands::secrets::init(
             &cluster,
             &output,
             force,
+            backup_cipher_from.as_deref(),
             lifetimes.ca_days,
             lifetimes.node_days,
         ),

@@ -339,3 +339,107 @@ fn identity_and_secret_mistakes_are_refused() {
     assert!(stderr.contains("users.keybuzz_app.scram"), "{stderr}");
     assert!(stderr.contains("not a SCRAM-SHA-256 verifier"), "{stderr}");
 }
+
+/// The example spec with `[backup]` and `extra` appended, and a secrets
+/// file for it (with its repository passphrase).
+fn backup_spec(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+    let spec = edited_spec(dir, |s| {
+        s + "\n[backup]\nrepository = \"posix\"\npath = \"/var/lib/pgbackrest\"\n" + extra
+    });
+    let secrets = Secrets::generate(&ClusterSpec::load(&spec).unwrap()).unwrap();
+    let path = dir.join("secrets.toml");
+    std::fs::write(&path, secrets.to_toml()).unwrap();
+    private(&path);
+    (spec, path)
+}
+
+/// Patroni's bootstrap section of the node's rendered patroni.yml.
+fn rendered_bootstrap(extra: &str) -> serde_yaml_ng::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, secrets) = backup_spec(dir.path(), extra);
+    let out = dir.path().join("out");
+    let output = render("db", &spec, "10.0.0.120", &out, &secrets);
+    assert!(output.status.success(), "{output:?}");
+    let patroni: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(out.join("patroni.yml")).unwrap())
+            .unwrap();
+    patroni["bootstrap"].clone()
+}
+
+#[test]
+fn a_restore_section_becomes_patronis_custom_bootstrap_from_the_old_stanza() {
+    let bootstrap = rendered_bootstrap("");
+    assert!(
+        bootstrap.get("method").is_none(),
+        "initdb without [restore]"
+    );
+
+    let bootstrap = rendered_bootstrap(
+        "\n[restore]\nfrom = \"old-cluster\"\ntarget_time = \"2026-12-01 21:00:00.5+00\"\n",
+    );
+    assert_eq!(bootstrap["method"], "nodeimg_restore");
+    let method = &bootstrap["nodeimg_restore"];
+    assert_eq!(
+        method["command"],
+        "/usr/bin/pgbackrest --config=/run/nodeimg/pgbackrest.conf --stanza=old-cluster --delta restore"
+    );
+    // pgBackRest's recovery settings are kept; Patroni adds no --scope.
+    assert_eq!(method["keep_existing_recovery_conf"], true);
+    assert_eq!(method["no_params"], true);
+    assert_eq!(method["pg1-path"], "/var/lib/postgresql/data");
+    assert_eq!(method["type"], "time");
+    assert_eq!(method["target"], "2026-12-01 21:00:00.5+00");
+    assert_eq!(method["target-action"], "promote");
+
+    let latest = rendered_bootstrap("\n[restore]\nfrom = \"old-cluster\"\n");
+    assert_eq!(latest["nodeimg_restore"]["type"], "default");
+    assert!(latest["nodeimg_restore"].get("target").is_none());
+}
+
+#[test]
+fn restore_mistakes_are_refused_with_the_field_named() {
+    refused(
+        |s| s + "\n[restore]\nfrom = \"old\"\n",
+        "10.0.0.120",
+        &["restore.from", "needs a [backup] section"],
+    );
+    let backup = "\n[backup]\nrepository = \"posix\"\n";
+    refused(
+        |s| s + backup + "\n[restore]\nfrom = \"old\"\ntarget_time = \"2026-12-01 21:00\"\n",
+        "10.0.0.120",
+        &["restore.target_time", "2026-12-01 21:00:00+00"],
+    );
+}
+
+#[test]
+fn a_restored_clusters_secrets_take_the_old_repositorys_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, old) = backup_spec(dir.path(), "\n[restore]\nfrom = \"keybuzz-old\"\n");
+    let init = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+            .args(["secrets", "init", "--cluster"])
+            .arg(&spec)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let output = init(&["-o", "new.toml", "--backup-cipher-from", "secrets.toml"]);
+    assert!(output.status.success(), "{output:?}");
+    let new = Secrets::read(&dir.path().join("new.toml")).unwrap();
+    let old = Secrets::read(&old).unwrap();
+    assert!(old.backup_cipher_password.is_some());
+    assert_eq!(new.backup_cipher_password, old.backup_cipher_password);
+    assert_ne!(new.superuser_password, old.superuser_password);
+    // A file without a passphrase is refused, naming it.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    private(&empty);
+    let output = init(&["-o", "other.toml", "--backup-cipher-from", "empty.toml"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("holds no backup_cipher_password"),
+        "{stderr}"
+    );
+}

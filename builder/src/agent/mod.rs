@@ -14,5 +14,6 @@ pub mod https;
 pub mod identity;
 pub mod node;
 pub mod render;
+pub mod restore;
 pub mod services;
 pub mod supervise;

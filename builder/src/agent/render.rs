@@ -221,6 +221,18 @@ pub fn sftp_files(
     ])
 }
 
+/// `[restore]` on a db node: Patroni's custom bootstrap method.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreView {
+    /// The old cluster's stanza.
+    pub from: String,
+    /// `pgbackrest … --stanza=<from> … restore`; the data directory and
+    /// the recovery target come as Patroni's extra `--name=value`
+    /// arguments (one argument each: a space needs no quoting).
+    pub command: String,
+    pub target_time: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterInfo {
     pub name: String,
@@ -249,6 +261,7 @@ pub struct NodeView {
     pub pools: Vec<PoolView>,
     pub pgbouncer: PgbouncerView,
     pub backup: Option<BackupView>,
+    pub restore: Option<RestoreView>,
 }
 
 /// A rendered file: its name under the run folder, its text, its mode.
@@ -448,6 +461,19 @@ impl NodeView {
             }),
             _ => None,
         };
+        // pgBackRest's own recovery settings (restore_command for the old
+        // stanza, the target) are kept: Patroni's keep_existing_recovery_conf.
+        let restore = match (&spec.restore, &backup) {
+            (Some(restore), Some(_)) => Some(RestoreView {
+                from: restore.from.clone(),
+                command: format!(
+                    "/usr/bin/pgbackrest --config={RUN_DIR}/pgbackrest.conf --stanza={} --delta restore",
+                    restore.from
+                ),
+                target_time: restore.target_time.clone(),
+            }),
+            _ => None,
+        };
         Ok(NodeView {
             cluster: ClusterInfo {
                 name: spec.cluster.name.clone(),
@@ -528,6 +554,7 @@ impl NodeView {
                 default_pool_size: spec.pgbouncer.default_pool_size,
             },
             backup,
+            restore,
         })
     }
 }

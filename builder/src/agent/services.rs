@@ -307,6 +307,16 @@ pub fn start_background_tasks(node: &Node, accounts: &Accounts, table: &ProcessT
     if !node.spec.users.is_empty() || !node.spec.databases.is_empty() {
         start_leader_tasks(node, accounts, table.clone());
     }
+    // A blank data directory may be the restore's: say early whether the
+    // old stanza can be read (Patroni only logs the failed command, and
+    // retries it forever).
+    if let (Some(backup), Some(restore)) = (&node.view.backup, &node.view.restore)
+        && !Path::new(&node.view.postgresql.data_dir)
+            .join("PG_VERSION")
+            .exists()
+    {
+        crate::agent::restore::check_source(backup, restore, accounts.postgres, table.clone());
+    }
     if let Some(backup) = &node.view.backup {
         let psql = vec![
             format!("{}/psql", node.view.postgresql.bin_dir),

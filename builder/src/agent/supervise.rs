@@ -114,13 +114,17 @@ impl ProcessTable {
         let mut stdout = String::new();
         let mut stderr = String::new();
         let mut err_pipe = child.stderr.take().expect("piped");
+        // Lossy: one byte that is not UTF-8 (pgBackRest quotes what it
+        // failed to decrypt) must not cost the whole output.
         let err_reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err_pipe.read_to_string(&mut text);
-            text
+            let mut bytes = Vec::new();
+            let _ = err_pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
         });
         if let Some(mut out) = child.stdout.take() {
-            let _ = out.read_to_string(&mut stdout);
+            let mut bytes = Vec::new();
+            let _ = out.read_to_end(&mut bytes);
+            stdout.push_str(&String::from_utf8_lossy(&bytes));
         }
         stderr.push_str(&err_reader.join().unwrap_or_default());
         let code = receiver.recv().map_err(|_| {

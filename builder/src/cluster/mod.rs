@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod pki;
+pub mod restore;
 pub mod scram;
 pub mod secrets;
 
@@ -51,6 +52,9 @@ pub struct ClusterSpec {
     /// pgBackRest: WAL archive and backups (none without this section).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<backup::BackupSettings>,
+    /// A new cluster's first start restores another cluster's backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<restore::RestoreSettings>,
 }
 
 /// What `nodeimg plan` creates on Hetzner Cloud.
@@ -849,6 +853,9 @@ impl ClusterSpec {
                     "is set by [backup] (pgBackRest archives the WAL): remove it here, or remove [backup]".into(),
                 );
             }
+        }
+        if let Some(restore) = &self.restore {
+            restore.validate(&self.cluster.name, self.backup.is_some())?;
         }
         Ok(())
     }

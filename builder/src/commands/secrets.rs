@@ -43,11 +43,27 @@ pub fn init(
     cluster: &Path,
     output: &Path,
     force: bool,
+    backup_cipher_from: Option<&Path>,
     ca_days: u32,
     node_days: u32,
 ) -> anyhow::Result<()> {
     let spec = ClusterSpec::load(cluster)?;
-    let secrets = Secrets::generate_with(&spec, ca_days, node_days)?;
+    let mut secrets = Secrets::generate_with(&spec, ca_days, node_days)?;
+    if let Some(old) = backup_cipher_from {
+        if !spec.backup.as_ref().is_some_and(|b| b.encrypt) {
+            bail!(
+                "--backup-cipher-from: {} has no encrypted [backup] repository to use the passphrase for",
+                cluster.display()
+            );
+        }
+        let Some(passphrase) = Secrets::read(old)?.backup_cipher_password else {
+            bail!(
+                "--backup-cipher-from: {} holds no backup_cipher_password (was its cluster's repository encrypted?)",
+                old.display()
+            );
+        };
+        secrets.backup_cipher_password = Some(passphrase);
+    }
     write_private(output, &secrets.to_toml(), force)?;
     eprintln!(
         "wrote {} (0600): Patroni's passwords, {} application user(s), the cluster CA (its key too) and {} node certificates; keep it out of git, and give each node only its own part (`nodeimg secrets for-node`)",

@@ -1,0 +1,341 @@
+//! New clusters bootstrapped from another cluster's backups (spec
+//! `[restore]`, Patroni's custom bootstrap running `pgbackrest restore`),
+//! on real containers with a posix repository on a shared Docker volume:
+//! an old cluster takes a full backup, writes rows, notes a time T from the
+//! database's clock, writes more and drops a table. A new cluster restored
+//! to T has exactly the rows up to T and the table; another restored to the
+//! latest point has every row and not the table. Each new cluster runs
+//! with its own passwords (Patroni resets its roles after the restore),
+//! refuses in words a passphrase that is not the repository's, and
+//! archives into a stanza of its own.
+//!
+//! The old cluster has one db node: what is restored does not depend on
+//! how many nodes wrote it. The latest-point cluster has three, so its
+//! replicas join a restored leader.
+
+mod support {
+    #[allow(dead_code)]
+    pub mod cluster;
+    #[allow(dead_code)]
+    pub mod images;
+}
+
+use std::process::Command;
+use std::time::Duration;
+
+use nodeimg::cluster::secrets::Secrets;
+use support::cluster::*;
+use support::images::{loaded_images, run};
+
+/// Every cluster of this file in turn (one at a time: one /24).
+const PREFIX: &str = "172.31.248";
+
+/// A Docker volume shared by the db nodes, removed on drop.
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        if std::env::var_os("NODEIMG_E2E_KEEP").is_none() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+}
+
+/// A cluster `name` of `dbs` db nodes (db-N at .1N), tight Patroni
+/// timings, the posix repository, no scheduled backups or drills (the test
+/// takes the backup it needs), and `extra` appended.
+fn spec(name: &str, dbs: u8, extra: &str) -> String {
+    let mut text = format!("[cluster]\nname = \"{name}\"\ncidr = \"{PREFIX}.0/24\"\n");
+    for n in 1..=dbs {
+        text += &format!("\n[[db]]\nname = \"db-{n}\"\nip = \"{PREFIX}.1{n}\"\n");
+    }
+    text + r#"
+[patroni]
+ttl = 20
+loop_wait = 1
+retry_timeout = 5
+
+[[database]]
+name = "appdb"
+owner = "app"
+
+[[user]]
+name = "app"
+databases = ["appdb"]
+
+[backup]
+repository = "posix"
+path = "/var/lib/pgbackrest"
+archive_timeout = 5
+full_every = "off"
+diff_every = "off"
+drill_every = "off"
+"# + extra
+}
+
+fn start_db(network: &Network, image: &str, node: &str, repository: &Volume, env: &[String]) {
+    let mut extra = vec![
+        "-v".to_string(),
+        format!("{}:/var/lib/pgbackrest", repository.0),
+    ];
+    for variable in env {
+        extra.extend(["-e".to_string(), variable.clone()]);
+    }
+    start_db_node(network, image, node, &extra);
+}
+
+fn logs(network: &Network, node: &str) -> String {
+    let output = run(Command::new("docker").args(["logs", &container_of(network, node)]));
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+fn tail(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(6000);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// SQL as postgres over the node's socket (peer authentication).
+fn superuser_sql(network: &Network, node: &str, database: &str, sql: &str) -> String {
+    let output = run(Command::new("docker").args([
+        "exec",
+        "-u",
+        "postgres",
+        &container_of(network, node),
+        "psql",
+        "-X",
+        "-tA",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "/run/postgresql",
+        "-d",
+        database,
+        "-c",
+        sql,
+    ]));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The node's Patroni says it leads and PostgreSQL runs, and the app user
+/// reaches appdb over TLS (the leader's bootstrap SQL has run).
+fn leading(network: &Network, host: u8) -> bool {
+    patroni_get(&network.ip(host), "/patroni")
+        .is_some_and(|p| p["role"] == "primary" && p["state"] == "running")
+        && psql(&network.ip(host), 5432, "appdb", "select 1").is_ok()
+}
+
+/// A login over TLS as postgres with `password`: Ok or psql's message.
+fn superuser_login(network: &Network, host: u8, password: &str) -> Result<String, String> {
+    let ca = ca_of(&network.ip(host)).1;
+    let output = Command::new("psql")
+        .arg(format!(
+            "host={} port=5432 dbname=postgres user=postgres connect_timeout=2 sslmode=verify-full sslrootcert={ca}",
+            network.ip(host)
+        ))
+        .args(["-X", "-tA", "-c", "select 1"])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// Gives every node's secrets file of `network` the repository's
+/// passphrase (what copying it from the old cluster's secrets does).
+fn share_passphrase(network: &Network, dbs: u8, passphrase: &str) {
+    for n in 1..=dbs {
+        let path = network.dir.path().join(format!("db-{n}.secrets.toml"));
+        let mut secrets = Secrets::read(&path).unwrap();
+        secrets.backup_cipher_password = Some(passphrase.to_string());
+        std::fs::write(&path, secrets.to_toml()).unwrap();
+    }
+}
+
+fn secrets_of(network: &Network) -> Secrets {
+    Secrets::read(&network.dir.path().join("cluster.secrets.toml")).unwrap()
+}
+
+/// What a restored cluster must show: its own superuser password (the old
+/// one refused), the app user's verifier from its own secrets (the agent
+/// updated the role the backup brought), and WAL archived into a stanza
+/// named after itself.
+fn check_own_identity(network: &Network, leader: &str, name: &str, old: &Secrets) {
+    let host = 10 + leader[3..].parse::<u8>().unwrap();
+    let mine = secrets_of(network);
+    let new_password = mine.superuser_password.as_deref().unwrap();
+    assert_eq!(
+        superuser_login(network, host, new_password).as_deref(),
+        Ok("1")
+    );
+    let refused = superuser_login(network, host, old.superuser_password.as_deref().unwrap());
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("password authentication failed")),
+        "the old cluster's superuser password still works: {refused:?}"
+    );
+    let verifier = mine.users["app"].scram.clone().unwrap();
+    wait_until(
+        "the app role given this cluster's verifier",
+        Duration::from_secs(30),
+        || {
+            superuser_sql(
+                network,
+                leader,
+                "postgres",
+                "select rolpassword from pg_authid where rolname = 'app'",
+            ) == verifier
+        },
+    );
+    wait_until(
+        "the restored cluster's own stanza",
+        Duration::from_secs(120),
+        || logs(network, leader).contains(&format!("backup: stanza {name} ready")),
+    );
+}
+
+#[test]
+fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_point() {
+    let images = loaded_images();
+    let repository = Volume(format!("nodeimg-restore-repo-{}", std::process::id()));
+    run(Command::new("docker").args(["volume", "create", &repository.0]));
+
+    // The old cluster: a full backup, then rows on both sides of T.
+    let old = Network::create("nodeimg-restore-old", PREFIX);
+    write_inputs(&old, &spec("old", 1, ""));
+    let old_secrets = secrets_of(&old);
+    let passphrase = old_secrets.backup_cipher_password.clone().unwrap();
+    start_db(&old, &images.db, "db-1", &repository, &[]);
+    wait_until("the old cluster's leader", Duration::from_secs(120), || {
+        leading(&old, 11)
+    });
+    wait_until("the old stanza", Duration::from_secs(120), || {
+        logs(&old, "db-1").contains("backup: stanza old ready")
+    });
+    let backup = Command::new("docker")
+        .args(["exec", &container_of(&old, "db-1")])
+        .args(["nodeimg", "backup", "now", "--type", "full"])
+        .output()
+        .unwrap();
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    let app = |sql: &str| psql(&old.ip(11), 5432, "appdb", sql).unwrap();
+    app("create table rows (id int primary key); insert into rows select generate_series(1, 100)");
+    app("create table doomed (note text); insert into doomed values ('kept at T')");
+    // T, from the database's clock, with its offset.
+    let t = app("select to_char(now() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
+    eprintln!("T = {t}");
+    app("insert into rows select generate_series(101, 150)");
+    app("insert into rows select generate_series(151, 200)");
+    app("drop table doomed");
+    let segment = superuser_sql(
+        &old,
+        "db-1",
+        "postgres",
+        "select pg_walfile_name(pg_switch_wal())",
+    );
+    wait_until("the last WAL archived", Duration::from_secs(60), || {
+        superuser_sql(
+            &old,
+            "db-1",
+            "postgres",
+            "select coalesce(last_archived_wal, '') from pg_stat_archiver",
+        ) >= segment
+    });
+    drop(old);
+
+    // Restored to T, first with the new cluster's own passphrase: refused
+    // in words; then with the repository's, from the environment.
+    let restore_to_t = format!("\n[restore]\nfrom = \"old\"\ntarget_time = \"{t}\"\n");
+    let pit = Network::create("nodeimg-restore-pit", PREFIX);
+    write_inputs(&pit, &spec("pit", 1, &restore_to_t));
+    start_db(&pit, &images.db, "db-1", &repository, &[]);
+    wait_until(
+        "the passphrase refused in words",
+        Duration::from_secs(60),
+        || {
+            logs(&pit, "db-1")
+                .contains("restore: this new cluster cannot be restored from stanza old")
+        },
+    );
+    let log = logs(&pit, "db-1");
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("restore: this new cluster cannot be restored"))
+        .unwrap();
+    eprintln!("{refusal}");
+    assert!(
+        refusal.contains("NODEIMG_BACKUP_CIPHER_PASSWORD"),
+        "{refusal}"
+    );
+    run(Command::new("docker").args(["rm", "-f", "-v", &container_of(&pit, "db-1")]));
+    start_db(
+        &pit,
+        &images.db,
+        "db-1",
+        &repository,
+        &[format!("NODEIMG_BACKUP_CIPHER_PASSWORD={passphrase}")],
+    );
+    let mut waited = || {
+        wait_until(
+            "the cluster restored to T",
+            Duration::from_secs(150),
+            || leading(&pit, 11),
+        )
+    };
+    let took = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut waited))
+        .unwrap_or_else(|_| panic!("not restored:\n{}", tail(&logs(&pit, "db-1"))));
+    eprintln!("restored to T in {took:?}");
+    let at_t = |sql: &str| psql(&pit.ip(11), 5432, "appdb", sql).unwrap();
+    assert_eq!(at_t("select count(*), max(id) from rows"), "100|100");
+    assert_eq!(at_t("select note from doomed"), "kept at T");
+    check_own_identity(&pit, "db-1", "pit", &old_secrets);
+    drop(pit);
+
+    // Restored to the latest point, three nodes, the passphrase copied
+    // into the new secrets files.
+    let latest = Network::create("nodeimg-restore-latest", PREFIX);
+    write_inputs(&latest, &spec("latest", 3, "\n[restore]\nfrom = \"old\"\n"));
+    share_passphrase(&latest, 3, &passphrase);
+    for node in ["db-1", "db-2", "db-3"] {
+        start_db(&latest, &images.db, node, &repository, &[]);
+    }
+    let mut waited = || {
+        wait_until(
+            "the latest-point cluster with two replicas streaming",
+            Duration::from_secs(180),
+            || roles(&latest).is_some_and(|(_, replicas)| replicas.len() == 2),
+        )
+    };
+    let took =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut waited)).unwrap_or_else(|_| {
+            let all: String = ["db-1", "db-2", "db-3"]
+                .iter()
+                .map(|n| format!("--- {n}\n{}", tail(&logs(&latest, n))))
+                .collect();
+            panic!("not restored:\n{all}")
+        });
+    eprintln!("restored to the latest point in {took:?}");
+    let (leader, _) = roles(&latest).unwrap();
+    let host = 10 + leader[3..].parse::<u8>().unwrap();
+    let now = |sql: &str| psql(&latest.ip(host), 5432, "appdb", sql).unwrap();
+    assert_eq!(now("select count(*), max(id) from rows"), "200|200");
+    assert_eq!(now("select to_regclass('doomed') is null"), "t");
+    let restored_on = ["db-1", "db-2", "db-3"]
+        .iter()
+        .filter(|n| logs(&latest, n).contains("Running custom bootstrap script"))
+        .count();
+    assert_eq!(restored_on, 1, "one node restores, the others replicate it");
+    check_own_identity(&latest, &leader, "latest", &old_secrets);
+}
