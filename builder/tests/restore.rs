@@ -15,6 +15,8 @@
 
 mod support {
     #[allow(dead_code)]
+    pub mod backup;
+    #[allow(dead_code)]
     pub mod cluster;
     #[allow(dead_code)]
     pub mod images;
@@ -24,24 +26,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use nodeimg::cluster::secrets::Secrets;
+use support::backup::{Volume, logs};
 use support::cluster::*;
 use support::images::{loaded_images, run};
 
 /// Every cluster of this file in turn (one at a time: one /24).
 const PREFIX: &str = "172.31.248";
-
-/// A Docker volume shared by the db nodes, removed on drop.
-struct Volume(String);
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        if std::env::var_os("NODEIMG_E2E_KEEP").is_none() {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f", &self.0])
-                .output();
-        }
-    }
-}
 
 /// A cluster `name` of `dbs` db nodes (db-N at .1N), tight Patroni
 /// timings, the posix repository, no scheduled backups or drills (the test
@@ -84,11 +74,6 @@ fn start_db(network: &Network, image: &str, node: &str, repository: &Volume, env
         extra.extend(["-e".to_string(), variable.clone()]);
     }
     start_db_node(network, image, node, &extra);
-}
-
-fn logs(network: &Network, node: &str) -> String {
-    let output = run(Command::new("docker").args(["logs", &container_of(network, node)]));
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
 
 fn tail(text: &str) -> &str {
