@@ -58,15 +58,7 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
     );
 
     // The schedule's first full backup, on the primary, once.
-    wait_until(
-        "the first scheduled full backup",
-        Duration::from_secs(180),
-        || {
-            logs(&network, &leader).lines().any(|l| {
-                l.contains("backup: scheduled full (tick") && l.contains(") done on this node")
-            })
-        },
-    );
+    wait_first_scheduled_full(&network, &leader, Duration::from_secs(180));
     psql(
         &network.ip(21),
         5000,

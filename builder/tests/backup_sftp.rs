@@ -121,15 +121,7 @@ fn sftp_repository_with_pinned_host_keys() {
         healthy(&network)
     });
     let (leader, _) = roles(&network).unwrap();
-    wait_until(
-        "the first scheduled full backup, over sftp",
-        Duration::from_secs(240),
-        || {
-            logs(&network, &leader).lines().any(|l| {
-                l.contains("backup: scheduled full (tick") && l.contains(") done on this node")
-            })
-        },
-    );
+    wait_first_scheduled_full(&network, &leader, Duration::from_secs(240));
     psql(
         &network.ip(21),
         5000,

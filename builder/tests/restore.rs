@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nodeimg::cluster::secrets::Secrets;
-use support::backup::{Volume, logs};
+use support::backup::{Volume, logs, superuser_sql_in};
 use support::cluster::*;
 use support::images::{loaded_images, run};
 
@@ -82,28 +82,6 @@ fn tail(text: &str) -> &str {
         start += 1;
     }
     &text[start..]
-}
-
-/// SQL as postgres over the node's socket (peer authentication).
-fn superuser_sql(network: &Network, node: &str, database: &str, sql: &str) -> String {
-    let output = run(Command::new("docker").args([
-        "exec",
-        "-u",
-        "postgres",
-        &container_of(network, node),
-        "psql",
-        "-X",
-        "-tA",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        "/run/postgresql",
-        "-d",
-        database,
-        "-c",
-        sql,
-    ]));
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// The node's Patroni says it leads and PostgreSQL runs, and the app user
@@ -172,7 +150,7 @@ fn check_own_identity(network: &Network, leader: &str, name: &str, old: &Secrets
         "the app role given this cluster's verifier",
         Duration::from_secs(30),
         || {
-            superuser_sql(
+            superuser_sql_in(
                 network,
                 leader,
                 "postgres",
@@ -224,14 +202,14 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
     app("insert into rows select generate_series(101, 150)");
     app("insert into rows select generate_series(151, 200)");
     app("drop table doomed");
-    let segment = superuser_sql(
+    let segment = superuser_sql_in(
         &old,
         "db-1",
         "postgres",
         "select pg_walfile_name(pg_switch_wal())",
     );
     wait_until("the last WAL archived", Duration::from_secs(60), || {
-        superuser_sql(
+        superuser_sql_in(
             &old,
             "db-1",
             "postgres",

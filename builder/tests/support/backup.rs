@@ -2,8 +2,9 @@
 //! inside a node, its logs, SQL as the superuser.
 
 use std::process::Command;
+use std::time::Duration;
 
-use super::cluster::{Network, container_of};
+use super::cluster::{Network, container_of, wait_until};
 use super::images::run;
 
 /// A Docker volume shared by the db nodes, removed on drop.
@@ -43,8 +44,14 @@ pub fn logs(network: &Network, node: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
 
-/// SQL as postgres over the node's socket (superuser functions).
+/// SQL as postgres over the node's socket (superuser functions), in appdb.
 pub fn superuser_sql(network: &Network, node: &str, sql: &str) -> String {
+    superuser_sql_in(network, node, "appdb", sql)
+}
+
+/// SQL as postgres over the node's socket (peer authentication) in
+/// `database`; fails on the first error.
+pub fn superuser_sql_in(network: &Network, node: &str, database: &str, sql: &str) -> String {
     let output = run(Command::new("docker").args([
         "exec",
         "-u",
@@ -53,12 +60,23 @@ pub fn superuser_sql(network: &Network, node: &str, sql: &str) -> String {
         "psql",
         "-X",
         "-tA",
+        "-v",
+        "ON_ERROR_STOP=1",
         "-h",
         "/run/postgresql",
         "-d",
-        "appdb",
+        database,
         "-c",
         sql,
     ]));
     String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Waits for the schedule's first full backup to be done on `leader`.
+pub fn wait_first_scheduled_full(network: &Network, leader: &str, limit: Duration) {
+    wait_until("the first scheduled full backup", limit, || {
+        logs(network, leader).lines().any(|l| {
+            l.contains("backup: scheduled full (tick") && l.contains(") done on this node")
+        })
+    });
 }

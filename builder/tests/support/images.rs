@@ -87,18 +87,7 @@ pub fn loaded_images() -> &'static LoadedImages {
             .current_dir(repo())
             .env("NODEIMG_CACHE", &cache)
             .env("NODEIMG_AGENT", &agent));
-        let load = |role: &str| -> String {
-            let output = run(Command::new("docker")
-                .arg("load")
-                .arg("-i")
-                .arg(work.join(format!("images/{role}.tar"))));
-            String::from_utf8(output.stdout)
-                .unwrap()
-                .lines()
-                .find_map(|l| l.strip_prefix("Loaded image: "))
-                .unwrap()
-                .to_string()
-        };
+        let load = |role: &str| -> String { docker_load(&work.join(format!("images/{role}.tar"))) };
         LoadedImages {
             db: load("db"),
             haproxy: load("haproxy"),
@@ -123,10 +112,12 @@ pub fn loaded_test_image(recipe: &str) -> String {
         .arg(&out)
         .current_dir(repo())
         .env("NODEIMG_CACHE", &cache));
-    let output = run(Command::new("docker")
-        .arg("load")
-        .arg("-i")
-        .arg(out.join(format!("{name}.tar"))));
+    docker_load(&out.join(format!("{name}.tar")))
+}
+
+/// `docker load -i tar`: the name of the image it loaded.
+fn docker_load(tar: &Path) -> String {
+    let output = run(Command::new("docker").arg("load").arg("-i").arg(tar));
     String::from_utf8(output.stdout)
         .unwrap()
         .lines()
