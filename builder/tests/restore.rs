@@ -76,12 +76,14 @@ fn start_db(network: &Network, image: &str, node: &str, repository: &Volume, env
     start_db_node(network, image, node, &extra);
 }
 
-fn tail(text: &str) -> &str {
-    let mut start = text.len().saturating_sub(6000);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
+/// The end of a node's log without etcd's JSON lines (they drown what
+/// Patroni and pgBackRest said).
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("{\"level\""))
+        .collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
 }
 
 /// The node's Patroni says it leads and PostgreSQL runs, and the app user
