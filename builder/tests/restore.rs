@@ -86,6 +86,33 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(80)..].join("\n")
 }
 
+/// Runs the custom bootstrap's command as Patroni would (its command and
+/// `--key=value` arguments from patroni.yml), for a failure's report.
+fn bootstrap_by_hand(network: &Network, node: &str) -> String {
+    let script = r#"
+import subprocess, yaml
+method = yaml.safe_load(open('/run/nodeimg/patroni.yml'))['bootstrap']['nodeimg_restore']
+reserved = {'command', 'no_params', 'keep_existing_recovery_conf', 'recovery_conf'}
+args = method['command'].split() + ['--%s=%s' % (k, v) for k, v in method.items() if k not in reserved]
+print(args)
+done = subprocess.run(args, capture_output=True, text=True, user='postgres')
+print('exit', done.returncode)
+print(done.stdout[-3000:])
+print(done.stderr[-3000:])
+"#;
+    let output = Command::new("docker")
+        .args([
+            "exec",
+            &container_of(network, node),
+            "python3",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
 /// The node's Patroni says it leads and PostgreSQL runs, and the app user
 /// reaches appdb over TLS (the leader's bootstrap SQL has run).
 fn leading(network: &Network, host: u8) -> bool {
@@ -195,6 +222,10 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );
+    // pgBackRest picks the backup to restore to T among those whose stop
+    // time, in whole seconds, is before T: T must fall in a later second
+    // than the backup's end (CI once had both in one second).
+    std::thread::sleep(Duration::from_millis(1100));
     let app = |sql: &str| psql(&old.ip(11), 5432, "appdb", sql).unwrap();
     app("create table rows (id int primary key); insert into rows select generate_series(1, 100)");
     app("create table doomed (note text); insert into doomed values ('kept at T')");
@@ -259,8 +290,14 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
             || leading(&pit, 11),
         )
     };
-    let took = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut waited))
-        .unwrap_or_else(|_| panic!("not restored:\n{}", tail(&logs(&pit, "db-1"))));
+    let took =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut waited)).unwrap_or_else(|_| {
+            panic!(
+                "not restored:\n{}\n--- the bootstrap command run by hand:\n{}",
+                tail(&logs(&pit, "db-1")),
+                bootstrap_by_hand(&pit, "db-1")
+            )
+        });
     eprintln!("restored to T in {took:?}");
     let at_t = |sql: &str| psql(&pit.ip(11), 5432, "appdb", sql).unwrap();
     assert_eq!(at_t("select count(*), max(id) from rows"), "100|100");
