@@ -14,7 +14,12 @@ use crate::agent::supervise::ProcessTable;
 
 /// `pgbackrest info --output=json` of the old stanza, judged: what the
 /// restore will start from, or why it cannot.
-pub fn judge_info(json: &str, from: &str, repository: &str) -> Result<String, String> {
+pub fn judge_info(
+    json: &str,
+    from: &str,
+    repository: &str,
+    target: Option<&str>,
+) -> Result<String, String> {
     // pgBackRest quotes the garbage a wrong passphrase decrypts to, raw
     // control characters included, which JSON forbids in strings.
     let json: String = json
@@ -45,6 +50,29 @@ pub fn judge_info(json: &str, from: &str, repository: &str) -> Result<String, St
     let encrypted = entry["cipher"].as_str().is_some_and(|c| c != "none");
     match code {
         0 => {
+            // pgBackRest restores to a time from the newest backup that
+            // stopped before it, in whole seconds, and refuses without one.
+            if let Some(text) = target
+                && let Ok(epoch) = crate::cluster::restore::target_epoch(text)
+            {
+                let stops: Vec<i64> = entry["backup"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| b["timestamp"]["stop"].as_i64())
+                    .collect();
+                if !stops.iter().any(|stop| *stop < epoch) {
+                    let first = stops
+                        .iter()
+                        .min()
+                        .map_or("no backup ended yet".to_string(), |s| {
+                            format!("the first backup ended at Unix time {s}")
+                        });
+                    return Err(format!(
+                        "no backup of stanza {from} ended before target_time {text} ({first}): a restore to a time starts from a backup that ended at least a second before it; choose a later target_time"
+                    ));
+                }
+            }
             let backups = entry["backup"].as_array().map_or(0, |b| b.len());
             let newest = entry["archive"]
                 .as_array()
@@ -95,8 +123,8 @@ pub fn check_source(
         backup.config, restore.from
     );
     let (from, repository) = (restore.from.clone(), backup.repo_path.clone());
-    let target = restore
-        .target_time
+    let target_time = restore.target_time.clone();
+    let target = target_time
         .clone()
         .map_or("the latest point".to_string(), |t| format!("time {t}"));
     std::thread::spawn(move || {
@@ -111,7 +139,7 @@ pub fn check_source(
                     Err(format!("pgbackrest info exited {}: {reason}", output.code))
                 }
             }
-            Ok(output) => judge_info(&output.stdout, &from, &repository),
+            Ok(output) => judge_info(&output.stdout, &from, &repository, target_time.as_deref()),
         };
         match verdict {
             Ok(what) => tracing::info!(
@@ -134,18 +162,18 @@ mod tests {
             "repo":[{"key":1,"status":{"code":0,"message":"ok"}}],
             "archive":[{"id":"17-1","min":"000000010000000000000001","max":"000000010000000000000007"}],
             "backup":[{"label":"20261201-100000F"}]}]"#;
-        let said = judge_info(ok, "old", "/repo").unwrap();
+        let said = judge_info(ok, "old", "/repo", None).unwrap();
         assert!(said.contains("1 backup(s)"), "{said}");
         assert!(said.contains("000000010000000000000007"), "{said}");
 
         let missing =
             r#"[{"name":"gone","status":{"code":1,"message":"missing stanza path"},"repo":[]}]"#;
-        let why = judge_info(missing, "gone", "/repo").unwrap_err();
+        let why = judge_info(missing, "gone", "/repo", None).unwrap_err();
         assert!(why.contains("has no stanza \"gone\""), "{why}");
 
         let empty = r#"[{"name":"old","status":{"code":2,"message":"no valid backups"}}]"#;
         assert!(
-            judge_info(empty, "old", "/repo")
+            judge_info(empty, "old", "/repo", None)
                 .unwrap_err()
                 .contains("nodeimg backup now")
         );
@@ -155,16 +183,31 @@ mod tests {
         let cipher = r#"[{"name":"old","cipher":"aes-256-cbc","status":{"code":99,"message":"other"},
             "repo":[{"cipher":"aes-256-cbc","key":1,"status":{"code":99,"message":"[FormatError] unable to load info file '/repo/backup/old/backup.info' or '/repo/backup/old/backup.info.copy':\nFormatError: key/value found outside of section at line 1: JdGARBAGE\nHINT: has a stanza-create been performed?"}}]}]"#;
         let cipher = cipher.replace("GARBAGE", "\u{1}\u{7f}");
-        let why = judge_info(&cipher, "old", "/repo").unwrap_err();
+        let why = judge_info(&cipher, "old", "/repo", None).unwrap_err();
         assert!(why.contains("unable to load info file"), "{why}");
         assert!(!why.contains("Jd"), "{why}");
         assert!(why.contains("NODEIMG_BACKUP_CIPHER_PASSWORD"), "{why}");
         let unencrypted = cipher.replace("aes-256-cbc", "none");
         assert!(
-            !judge_info(&unencrypted, "old", "/repo")
+            !judge_info(&unencrypted, "old", "/repo", None)
                 .unwrap_err()
                 .contains("NODEIMG_BACKUP_CIPHER_PASSWORD")
         );
-        assert!(judge_info("[]", "old", "/repo").is_err());
+        assert!(judge_info("[]", "old", "/repo", None).is_err());
+    }
+
+    #[test]
+    fn a_target_time_needs_a_backup_that_ended_a_second_before_it() {
+        // One backup, stopped at 2026-12-01 21:00:00 UTC.
+        let one = r#"[{"name":"old","status":{"code":0,"message":"ok"},
+            "backup":[{"label":"20261201-205900F","timestamp":{"start":1796158740,"stop":1796158800}}]}]"#;
+        let why = judge_info(one, "old", "/repo", Some("2026-12-01 21:00:00.5+00")).unwrap_err();
+        assert!(
+            why.contains("no backup of stanza old ended before"),
+            "{why}"
+        );
+        assert!(why.contains("1796158800"), "{why}");
+        assert!(judge_info(one, "old", "/repo", Some("2026-12-01 21:00:01+00")).is_ok());
+        assert!(judge_info(one, "old", "/repo", None).is_ok());
     }
 }

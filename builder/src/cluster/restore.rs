@@ -49,15 +49,17 @@ impl RestoreSettings {
             );
         }
         if let Some(time) = &self.target_time {
-            check_time(time).map_err(|rule| ("restore.target_time".to_string(), rule))?;
+            target_epoch(time).map_err(|rule| ("restore.target_time".to_string(), rule))?;
         }
         Ok(())
     }
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.fraction]` and an offset (`+00`, `+02:00`,
-/// `-05`, `Z`), as PostgreSQL's recovery_target_time reads it.
-fn check_time(text: &str) -> Result<(), String> {
+/// `-05`, `Z`), as PostgreSQL's recovery_target_time reads it: the Unix
+/// second it names (the fraction dropped, as pgBackRest compares backups'
+/// stop times in whole seconds).
+pub fn target_epoch(text: &str) -> Result<i64, String> {
     let bad = |why: &str| {
         format!(
             "{text:?} is not a time like \"2026-12-01 21:00:00+00\" ({why}); `select now()` on the old cluster prints one"
@@ -76,7 +78,7 @@ fn check_time(text: &str) -> Result<(), String> {
     if b[13] != b':' || b[16] != b':' {
         return Err(bad("hours, minutes and seconds"));
     }
-    let (Some(_), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
         digits(0..4),
         digits(5..7),
         digits(8..10),
@@ -116,7 +118,27 @@ fn check_time(text: &str) -> Result<(), String> {
             "it needs a UTC offset such as +00 or +02:00, so the nodes' time zone cannot shift it",
         ));
     }
-    Ok(())
+    let offset = match rest {
+        "Z" => time::UtcOffset::UTC,
+        _ => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            let number = |r: std::ops::Range<usize>| rest[r].parse::<i8>().unwrap_or(0);
+            let minutes = match rest.len() {
+                5 => number(3..5),
+                6 => number(4..6),
+                _ => 0,
+            };
+            time::UtcOffset::from_hms(sign * number(1..3), sign * minutes, 0)
+                .map_err(|_| bad("no such UTC offset"))?
+        }
+    };
+    let month = time::Month::try_from(month as u8).map_err(|_| bad("no such month"))?;
+    let date = time::Date::from_calendar_date(year as i32, month, day as u8)
+        .map_err(|_| bad("no such day in that month"))?;
+    // A leap second reads as the next second's start.
+    let clock = time::Time::from_hms(hour as u8, minute as u8, second.min(59) as u8)
+        .map_err(|_| bad("no such hour, minute or second"))?;
+    Ok(date.with_time(clock).assume_offset(offset).unix_timestamp() + i64::from(second == 60))
 }
 
 fn digits_of(text: &str) -> bool {
@@ -149,6 +171,24 @@ mod tests {
                 "{time}"
             );
         }
+    }
+
+    #[test]
+    fn target_times_name_one_unix_second_whatever_their_offset() {
+        // 2026-12-01 21:00:00 UTC.
+        let utc = 1_796_158_800;
+        for (time, epoch) in [
+            ("2026-12-01 21:00:00+00", utc),
+            ("2026-12-01 21:00:00.999999+00", utc),
+            ("2026-12-01T21:00:00Z", utc),
+            ("2026-12-01 23:00:00+02:00", utc),
+            ("2026-12-01 16:00:00-0500", utc),
+            ("2026-12-01 20:59:60+00", utc),
+        ] {
+            assert_eq!(target_epoch(time), Ok(epoch), "{time}");
+        }
+        let err = target_epoch("2026-02-30 21:00:00+00").unwrap_err();
+        assert!(err.contains("no such day in that month"), "{err}");
     }
 
     #[test]
