@@ -78,44 +78,56 @@ fn start_server(network: &Network, image: &str, login_key: &str) -> Vec<String> 
         .collect()
 }
 
+/// The spec's backup part for the sftp server at PREFIX.30: `settings`
+/// (schedule lines) and the server's host keys.
+fn sftp_backup(network: &Network, settings: &str, host_keys: &[String]) -> String {
+    format!(
+        "{}\n[backup]\nrepository = \"sftp\"\npath = \"{REPO}\"\n{settings}\n[backup.sftp]\nhost = \"{}\"\nuser = \"backup\"\nhost_keys = {:?}\n",
+        test_spec(PREFIX, true),
+        network.ip(SERVER),
+        host_keys
+    )
+}
+
+/// Secrets made first (the login key is made with them), then the SSH
+/// server letting that key in, then the spec with the server's real host
+/// keys as the operator writes it, then db-1..3. Returns the login key.
+fn start_sftp_cluster(network: &Network, db_image: &str, sshd: &str, settings: &str) -> String {
+    // Placeholder keys until the server exists (same type and format).
+    let placeholder = vec![
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            .to_string(),
+    ];
+    write_inputs(network, &sftp_backup(network, settings, &placeholder));
+    let secrets =
+        nodeimg::cluster::secrets::Secrets::read(&network.dir.path().join("cluster.secrets.toml"))
+            .unwrap();
+    let login_key = secrets.sftp_public_key().unwrap().unwrap();
+    assert!(login_key.starts_with("ssh-ed25519 "), "{login_key}");
+    let host_keys = start_server(network, sshd, &login_key);
+    std::fs::write(
+        network.dir.path().join("cluster.toml"),
+        sftp_backup(network, settings, &host_keys),
+    )
+    .unwrap();
+    for node in ["db-1", "db-2", "db-3"] {
+        start_db_node(network, db_image, node, &[]);
+    }
+    login_key
+}
+
 #[test]
 fn sftp_repository_with_pinned_host_keys() {
     let images = loaded_images();
     let sshd = loaded_test_image("tests/sshd/sshd.toml");
     let network = Network::create("nodeimg-sftp", PREFIX);
 
-    // The secrets first: the login key is made with them.
-    let base = test_spec(PREFIX, true);
-    let with_backup = |host_keys: &[String]| {
-        format!(
-            "{base}\n[backup]\nrepository = \"sftp\"\npath = \"{REPO}\"\narchive_timeout = 10\nfull_every = \"1d\"\ndiff_every = \"off\"\ndrill_every = \"30s\"\n\n[backup.sftp]\nhost = \"{}\"\nuser = \"backup\"\nhost_keys = {:?}\n",
-            network.ip(SERVER),
-            host_keys
-        )
-    };
-    // Placeholder keys until the server exists (same key type and format).
-    let placeholder = vec![
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-            .to_string(),
-    ];
-    write_inputs(&network, &with_backup(&placeholder));
-    let secrets =
-        nodeimg::cluster::secrets::Secrets::read(&network.dir.path().join("cluster.secrets.toml"))
-            .unwrap();
-    let login_key = secrets.sftp_public_key().unwrap().unwrap();
-    assert!(login_key.starts_with("ssh-ed25519 "), "{login_key}");
-    let host_keys = start_server(&network, &sshd, &login_key);
-    // The spec as the operator writes it: the server's real host keys
-    // (the secrets stay those made above).
-    std::fs::write(
-        network.dir.path().join("cluster.toml"),
-        with_backup(&host_keys),
-    )
-    .unwrap();
-
-    for node in ["db-1", "db-2", "db-3"] {
-        start_db_node(&network, &images.db, node, &[]);
-    }
+    let login_key = start_sftp_cluster(
+        &network,
+        &images.db,
+        &sshd,
+        "archive_timeout = 10\nfull_every = \"1d\"\ndiff_every = \"off\"\ndrill_every = \"30s\"\n",
+    );
     start_proxy_node(&network, &images.haproxy, "proxy-1", 21);
     wait_until("a healthy cluster", Duration::from_secs(180), || {
         healthy(&network)
@@ -205,4 +217,84 @@ fn sftp_repository_with_pinned_host_keys() {
             .trim(),
         "502"
     );
+}
+
+/// The backup benchmark (scripts/bench-backup.sh; ignored in CI): a
+/// `pgbench -i -s $NODEIMG_BENCH_SCALE` database (default 100, about
+/// 1.5 GB), then hyperfine times full backups to the sftp server from the
+/// primary and drills (restore of the latest backup, recovery, check) on
+/// a replica. Results as hyperfine JSON in target/bench/.
+#[test]
+#[ignore]
+fn bench_sftp_backup_and_drill() {
+    let scale: u32 = std::env::var("NODEIMG_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let runs = std::env::var("NODEIMG_BENCH_RUNS").unwrap_or_else(|_| "3".into());
+    let images = loaded_images();
+    let sshd = loaded_test_image("tests/sshd/sshd.toml");
+    let network = Network::create("nodeimg-sftp", PREFIX);
+    start_sftp_cluster(
+        &network,
+        &images.db,
+        &sshd,
+        "full_every = \"off\"\ndiff_every = \"off\"\ndrill_every = \"off\"\nretention_full = 4\n",
+    );
+    wait_until("a healthy cluster", Duration::from_secs(180), || {
+        healthy(&network)
+    });
+    let (leader, replicas) = roles(&network).unwrap();
+    wait_until("the stanza", Duration::from_secs(120), || {
+        logs(&network, &leader).contains("backup: stanza e2e ready")
+    });
+    let started = std::time::Instant::now();
+    run(Command::new("docker").args([
+        "exec",
+        "-u",
+        "postgres",
+        &container_of(&network, &leader),
+        "/usr/lib/postgresql/17/bin/pgbench",
+        "-h",
+        "/run/postgresql",
+        "-i",
+        "-q",
+        "-s",
+        &scale.to_string(),
+        "appdb",
+    ]));
+    let size = superuser_sql(
+        &network,
+        &leader,
+        "select pg_size_pretty(pg_database_size('appdb')) || ' (' || pg_database_size('appdb') || ' bytes)'",
+    );
+    eprintln!(
+        "pgbench -i -s {scale}: {size} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    // The replicas catch up before anything is timed.
+    wait_until("replicas caught up", Duration::from_secs(600), || {
+        superuser_sql(
+            &network,
+            &leader,
+            "select count(*) from pg_stat_replication where replay_lsn = pg_current_wal_lsn()",
+        ) == "2"
+    });
+    let out = support::images::repo().join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let hyperfine = |name: &str, node: &str, args: &str| {
+        let command = format!(
+            "docker exec {} nodeimg backup {args}",
+            container_of(&network, node)
+        );
+        run(Command::new("hyperfine")
+            .args(["--runs", &runs, "--export-json"])
+            .arg(out.join(format!("backup-{name}.json")))
+            .arg(&command));
+    };
+    hyperfine("full-sftp", &leader, "now --type full");
+    hyperfine("drill-sftp", &replicas[0], "drill");
+    let (_, list, _) = backup(&network, &leader, &["list", "--json"]);
+    std::fs::write(out.join("backup-list.json"), &list).unwrap();
+    eprintln!("database: {size}\nbackups: {list}");
 }
