@@ -50,6 +50,7 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
     wait_until("a healthy cluster", Duration::from_secs(180), || {
         healthy(&network)
     });
+    wait_proxy(&network, 21);
     let (leader, _) = roles(&network).unwrap();
     wait_until(
         "the stanza on the primary",

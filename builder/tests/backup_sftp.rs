@@ -132,6 +132,7 @@ fn sftp_repository_with_pinned_host_keys() {
     wait_until("a healthy cluster", Duration::from_secs(180), || {
         healthy(&network)
     });
+    wait_proxy(&network, 21);
     let (leader, _) = roles(&network).unwrap();
     wait_first_scheduled_full(&network, &leader, Duration::from_secs(240));
     psql(

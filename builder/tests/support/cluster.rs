@@ -338,6 +338,16 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
 /// A leader, two replicas streaming with no lag, one of them registered
 /// as the synchronous standby (until then, synchronous mode has no
 /// failover candidate by design), and PgBouncer answering.
+/// Waits until the proxy at `host` routes to the primary (HAProxy 5000):
+/// its checks mark the leader up a few seconds after the db nodes agree.
+pub fn wait_proxy(network: &Network, host: u8) {
+    wait_until(
+        "the proxy routing to the primary",
+        Duration::from_secs(60),
+        || psql(&network.ip(host), 5000, "appdb", "select 1").is_ok(),
+    );
+}
+
 pub fn healthy(network: &Network) -> bool {
     matches!(agreed_view(network), Some((_, replicas, true)) if replicas.len() == 2)
         && psql(&network.ip(21), 6432, "appdb", "select 1").is_ok()
