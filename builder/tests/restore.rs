@@ -123,21 +123,14 @@ fn leading(network: &Network, host: u8) -> bool {
 
 /// A login over TLS as postgres with `password`: Ok or psql's message.
 fn superuser_login(network: &Network, host: u8, password: &str) -> Result<String, String> {
-    let ca = ca_of(&network.ip(host)).1;
-    let output = Command::new("psql")
-        .arg(format!(
-            "host={} port=5432 dbname=postgres user=postgres connect_timeout=2 sslmode=verify-full sslrootcert={ca}",
-            network.ip(host)
-        ))
-        .args(["-X", "-tA", "-c", "select 1"])
-        .env("PGPASSWORD", password)
-        .output()
-        .unwrap();
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-    }
+    psql_as(
+        &network.ip(host),
+        5432,
+        "postgres",
+        "postgres",
+        password,
+        "select 1",
+    )
 }
 
 /// Gives every node's secrets file of `network` the repository's

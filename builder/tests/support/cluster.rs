@@ -218,13 +218,25 @@ pub fn node_secrets(network: &Network, host: u8) -> String {
 /// checked against the cluster CA and the address dialled
 /// (`sslmode=verify-full`); Err carries psql's message.
 pub fn psql(host: &str, port: u16, database: &str, sql: &str) -> Result<String, String> {
+    psql_as(host, port, database, "app", APP_PASSWORD, sql)
+}
+
+/// The same as another user, with its password.
+pub fn psql_as(
+    host: &str,
+    port: u16,
+    database: &str,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> Result<String, String> {
     let ca = ca_of(host).1;
     let output = Command::new("psql")
         .arg(format!(
-            "host={host} port={port} dbname={database} user=app connect_timeout=2 sslmode=verify-full sslrootcert={ca}"
+            "host={host} port={port} dbname={database} user={user} connect_timeout=2 sslmode=verify-full sslrootcert={ca}"
         ))
         .args(["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGPASSWORD", APP_PASSWORD)
+        .env("PGPASSWORD", password)
         .output()
         .unwrap();
     if output.status.success() {
