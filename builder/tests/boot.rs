@@ -443,3 +443,86 @@ fn a_restored_clusters_secrets_take_the_old_repositorys_passphrase() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_s3_repository_takes_its_key_from_the_operator_and_verifies_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = edited_spec(dir.path(), |s| {
+        s + "\n[backup]\nrepository = \"s3\"\npath = \"/pgbackrest\"\n[backup.s3]\nendpoint = \"fsn1.your-objectstorage.com\"\nbucket = \"keybuzz-backups\"\nregion = \"fsn1\"\n"
+    });
+    let init = |out: &str, env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+            .args(["secrets", "init", "--cluster"])
+            .arg(&spec)
+            .args(["-o", out])
+            .env_remove("NODEIMG_BACKUP_S3_KEY")
+            .env_remove("NODEIMG_BACKUP_S3_KEY_SECRET")
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // nodeimg cannot make the bucket's key: without it, nothing is written.
+    let output = init("none.toml", &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("backup_s3_key") && stderr.contains("NODEIMG_BACKUP_S3_KEY_SECRET"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("none.toml").exists());
+    let output = init(
+        "secrets.toml",
+        &[
+            ("NODEIMG_BACKUP_S3_KEY", "HETZNERKEY0001"),
+            ("NODEIMG_BACKUP_S3_KEY_SECRET", "hetzner-secret-0001"),
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let secrets = dir.path().join("secrets.toml");
+    let out = dir.path().join("out");
+    let output = render("db", &spec, "10.0.0.120", &out, &secrets);
+    assert!(output.status.success(), "{output:?}");
+    let conf = std::fs::read_to_string(out.join("pgbackrest.conf")).unwrap();
+    for line in [
+        "repo1-type=s3",
+        "repo1-path=/pgbackrest",
+        "repo1-s3-endpoint=fsn1.your-objectstorage.com",
+        "repo1-storage-port=443",
+        "repo1-s3-bucket=keybuzz-backups",
+        "repo1-s3-region=fsn1",
+        "repo1-s3-uri-style=host",
+        "repo1-s3-key=HETZNERKEY0001",
+        "repo1-s3-key-secret=hetzner-secret-0001",
+        "repo1-storage-verify-tls=y",
+        // The public CAs the db image's build bundles.
+        "repo1-storage-ca-file=/etc/ssl/certs/ca-certificates.crt",
+    ] {
+        assert!(conf.lines().any(|l| l == line), "{line} missing:\n{conf}");
+    }
+    assert!(!out.join("backup-s3-ca.pem").exists());
+
+    // A private endpoint's CA, from the spec.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap().pem();
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(
+        &spec,
+        format!("{text}uri_style = \"path\"\nport = 7443\nca = '''\n{ca}'''\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("out-ca");
+    let output = render("db", &spec, "10.0.0.120", &out, &secrets);
+    assert!(output.status.success(), "{output:?}");
+    let conf = std::fs::read_to_string(out.join("pgbackrest.conf")).unwrap();
+    assert!(conf.contains("repo1-storage-ca-file=/run/nodeimg/backup-s3-ca.pem\n"));
+    assert!(
+        conf.contains("repo1-s3-uri-style=path\n") && conf.contains("repo1-storage-port=7443\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("backup-s3-ca.pem")).unwrap(),
+        ca
+    );
+}

@@ -107,6 +107,7 @@ fn render_all(
     files.extend(render::tls_files(secrets, &me.name)?);
     if role == Role::Db {
         files.extend(render::sftp_files(spec, secrets)?);
+        files.extend(render::s3_files(spec));
     }
     Ok((view, files))
 }

@@ -177,6 +177,21 @@ pub struct BackupView {
     /// command of the node starts with.
     pub command: String,
     pub sftp: Option<SftpView>,
+    pub s3: Option<S3View>,
+}
+
+/// An s3 repository's bucket and the key the node signs requests with.
+#[derive(Debug, Clone, Serialize)]
+pub struct S3View {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub uri_style: String,
+    pub port: u16,
+    pub key: String,
+    pub key_secret: String,
+    /// The spec's private CA for the endpoint; none: the image's public CAs.
+    pub ca_file: Option<String>,
 }
 
 /// An sftp repository's server, and the files the node logs in with.
@@ -219,6 +234,22 @@ pub fn sftp_files(
         file("backup-sftp.key.pub", format!("{public}\n"), 0o644),
         file("backup-sftp.known_hosts", known_hosts, 0o644),
     ])
+}
+
+/// The CA an s3 repository's endpoint is verified with, when the spec
+/// names a private one.
+pub fn s3_files(spec: &crate::cluster::ClusterSpec) -> Vec<RenderedFile> {
+    spec.backup
+        .as_ref()
+        .and_then(|b| b.s3.as_ref())
+        .and_then(|bucket| bucket.ca.clone())
+        .map(|ca| RenderedFile {
+            name: "backup-s3-ca.pem".into(),
+            text: ca,
+            mode: 0o644,
+        })
+        .into_iter()
+        .collect()
 }
 
 /// `[restore]` on a db node: Patroni's custom bootstrap method.
@@ -458,6 +489,25 @@ impl NodeView {
                     public_key_file: format!("{RUN_DIR}/backup-sftp.key.pub"),
                     known_hosts_file: format!("{RUN_DIR}/backup-sftp.known_hosts"),
                 }),
+                s3: match &backup.s3 {
+                    Some(bucket) => {
+                        let (key, key_secret) = secrets.s3_credentials()?;
+                        Some(S3View {
+                            endpoint: bucket.endpoint.clone(),
+                            bucket: bucket.bucket.clone(),
+                            region: bucket.region.clone(),
+                            uri_style: bucket.uri_style.as_str().to_string(),
+                            port: bucket.port,
+                            key: key.to_string(),
+                            key_secret: key_secret.to_string(),
+                            ca_file: bucket
+                                .ca
+                                .as_ref()
+                                .map(|_| format!("{RUN_DIR}/backup-s3-ca.pem")),
+                        })
+                    }
+                    None => None,
+                },
             }),
             _ => None,
         };

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cluster::backup_s3::{S3Bucket, UriStyle};
+
 /// The repository kinds pgBackRest offers that nodeimg configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +64,9 @@ pub struct BackupSettings {
     /// The SSH server of an `sftp` repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sftp: Option<SftpServer>,
+    /// The bucket of an `s3` repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Bucket>,
 }
 
 /// An SSH server holding the repository (`[backup.sftp]`). Its host keys
@@ -132,29 +137,40 @@ impl BackupSettings {
     /// Each refusal: (field, rule).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let fail = |field: &str, rule: String| Err((format!("backup.{field}"), rule));
-        match (self.repository, &self.sftp) {
-            (RepositoryKind::S3, _) => {
-                return fail(
-                    "repository",
-                    "\"s3\" repositories are not supported yet: use \"sftp\" (a Storage Box or any SSH server) or \"posix\" (a path mounted on every db node)".into(),
-                );
-            }
-            (RepositoryKind::Sftp, None) => {
-                return fail(
-                    "sftp",
-                    "an sftp repository needs a [backup.sftp] table: host, port, user and host_keys".into(),
-                );
-            }
-            (RepositoryKind::Sftp, Some(server)) => {
-                server.validate().or_else(|(f, r)| fail(&f, r))?
-            }
-            (RepositoryKind::Posix, Some(_)) => {
-                return fail(
-                    "sftp",
-                    "[backup.sftp] is only read with repository = \"sftp\": remove it or change the repository".into(),
-                );
-            }
-            (RepositoryKind::Posix, None) => {}
+        let only_with = |table: &str, kind: &str| {
+            fail(
+                table,
+                format!(
+                    "[backup.{table}] is only read with repository = \"{kind}\": remove it or change the repository"
+                ),
+            )
+        };
+        match self.repository {
+            RepositoryKind::Sftp => match &self.sftp {
+                None => {
+                    return fail(
+                        "sftp",
+                        "an sftp repository needs a [backup.sftp] table: host, port, user and host_keys".into(),
+                    );
+                }
+                Some(server) => server.validate().or_else(|(f, r)| fail(&f, r))?,
+            },
+            RepositoryKind::S3 => match &self.s3 {
+                None => {
+                    return fail(
+                        "s3",
+                        "an s3 repository needs a [backup.s3] table: endpoint, bucket and region (the access key goes into the secrets)".into(),
+                    );
+                }
+                Some(bucket) => bucket.validate().or_else(|(f, r)| fail(&f, r))?,
+            },
+            RepositoryKind::Posix => {}
+        }
+        if self.sftp.is_some() && self.repository != RepositoryKind::Sftp {
+            return only_with("sftp", "sftp");
+        }
+        if self.s3.is_some() && self.repository != RepositoryKind::S3 {
+            return only_with("s3", "s3");
         }
         if !self.path.starts_with('/') || self.path.contains("..") || self.path.len() < 2 {
             return fail(
@@ -318,8 +334,16 @@ mod tests {
     fn refusals_name_the_field() {
         let refused = |text: &str| parse(text).validate().unwrap_err();
         let (field, rule) = refused("repository = \"s3\"\n");
-        assert_eq!(field, "backup.repository");
-        assert!(rule.contains("not supported yet"), "{rule}");
+        assert_eq!(field, "backup.s3");
+        assert!(rule.contains("endpoint, bucket and region"), "{rule}");
+        let (field, _) = refused(
+            "repository = \"s3\"\n[s3]\nendpoint = \"fsn1.your-objectstorage.com\"\nbucket = \"b_1\"\nregion = \"fsn1\"\n",
+        );
+        assert_eq!(field, "backup.s3.bucket");
+        let (field, _) = refused(
+            "repository = \"posix\"\n[s3]\nendpoint = \"fsn1.your-objectstorage.com\"\nbucket = \"b1\"\nregion = \"fsn1\"\n",
+        );
+        assert_eq!(field, "backup.s3");
         assert_eq!(refused("repository = \"sftp\"\n").0, "backup.sftp");
         assert_eq!(
             refused("repository = \"posix\"\npath = \"backups\"\n").0,

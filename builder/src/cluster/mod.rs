@@ -5,6 +5,7 @@
 // The cluster model: its spec (here) and its secrets.
 
 pub mod backup;
+pub mod backup_s3;
 pub mod pki;
 pub mod restore;
 pub mod scram;

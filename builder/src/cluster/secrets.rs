@@ -24,6 +24,8 @@ pub const ENV_REPLICATION: &str = "NODEIMG_REPLICATION_PASSWORD";
 pub const ENV_REWIND: &str = "NODEIMG_REWIND_PASSWORD";
 pub const ENV_REST_API: &str = "NODEIMG_REST_API_PASSWORD";
 pub const ENV_BACKUP_CIPHER: &str = "NODEIMG_BACKUP_CIPHER_PASSWORD";
+pub const ENV_BACKUP_S3_KEY: &str = "NODEIMG_BACKUP_S3_KEY";
+pub const ENV_BACKUP_S3_KEY_SECRET: &str = "NODEIMG_BACKUP_S3_KEY_SECRET";
 /// `NODEIMG_USER_<NAME>_SCRAM`, the name upper-cased with `-` as `_`.
 pub const ENV_USER_PREFIX: &str = "NODEIMG_USER_";
 
@@ -53,6 +55,13 @@ pub struct Secrets {
     /// server's authorized_keys (`nodeimg secrets show --sftp-public-key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_sftp_key: Option<String>,
+    /// The access key of an s3 repository's bucket and its secret (made
+    /// in the provider's console: Hetzner Cloud Console → Object Storage →
+    /// S3 credentials); nodeimg cannot make them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_s3_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_s3_key_secret: Option<String>,
     /// Application users by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, UserSecret>,
@@ -111,6 +120,10 @@ pub enum SecretsError {
         "backup_sftp_key is not an OpenSSH private key ({0}): remove it and run `nodeimg secrets update` to make a new one"
     )]
     BadSftpKey(String),
+    #[error(
+        "missing secret `{0}` (the db nodes' access key to the s3 backup bucket, made in the provider's console): set {ENV_BACKUP_S3_KEY} and {ENV_BACKUP_S3_KEY_SECRET} and run `nodeimg secrets update` on the full secrets file (or add backup_s3_key and backup_s3_key_secret to it), then deliver the node files again"
+    )]
+    MissingS3Key(String),
     #[error(
         "{node} is not a member of the cluster spec: a node's secrets are made for a [[db]] or [[haproxy]] member"
     )]
@@ -223,6 +236,21 @@ impl Secrets {
             .map_err(|e| SecretsError::BadSftpKey(e.to_string()))
     }
 
+    /// The s3 bucket's access key and secret, both present and not blank.
+    pub fn s3_credentials(&self) -> Result<(&str, &str), SecretsError> {
+        fn non_blank<'a>(name: &str, value: &'a Option<String>) -> Result<&'a str, SecretsError> {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|text| !text.is_empty())
+                .ok_or_else(|| SecretsError::MissingS3Key(name.to_string()))
+        }
+        Ok((
+            non_blank("backup_s3_key", &self.backup_s3_key)?,
+            non_blank("backup_s3_key_secret", &self.backup_s3_key_secret)?,
+        ))
+    }
+
     /// The TLS material, or what to do when there is none.
     pub fn tls(&self) -> Result<&TlsSecrets, SecretsError> {
         self.tls.as_ref().ok_or(SecretsError::NoTls)
@@ -251,6 +279,8 @@ impl Secrets {
                 ENV_REWIND => self.rewind_password = Some(value),
                 ENV_REST_API => self.rest_api_password = Some(value),
                 ENV_BACKUP_CIPHER => self.backup_cipher_password = Some(value),
+                ENV_BACKUP_S3_KEY => self.backup_s3_key = Some(value),
+                ENV_BACKUP_S3_KEY_SECRET => self.backup_s3_key_secret = Some(value),
                 _ => {
                     if let Some(user) = name
                         .strip_prefix(ENV_USER_PREFIX)
@@ -269,7 +299,13 @@ impl Secrets {
     pub fn is_secret_env(name: &str) -> bool {
         matches!(
             name,
-            ENV_SUPERUSER | ENV_REPLICATION | ENV_REWIND | ENV_REST_API | ENV_BACKUP_CIPHER
+            ENV_SUPERUSER
+                | ENV_REPLICATION
+                | ENV_REWIND
+                | ENV_REST_API
+                | ENV_BACKUP_CIPHER
+                | ENV_BACKUP_S3_KEY
+                | ENV_BACKUP_S3_KEY_SECRET
         ) || name.starts_with(ENV_USER_PREFIX)
     }
 

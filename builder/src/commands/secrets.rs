@@ -64,6 +64,7 @@ pub fn init(
         };
         secrets.backup_cipher_password = Some(passphrase);
     }
+    take_s3_credentials(&spec, &mut secrets)?;
     write_private(output, &secrets.to_toml(), force)?;
     eprintln!(
         "wrote {} (0600): Patroni's passwords, {} application user(s), the cluster CA (its key too) and {} node certificates; keep it out of git, and give each node only its own part (`nodeimg secrets for-node`)",
@@ -72,6 +73,34 @@ pub fn init(
         spec.members().count()
     );
     Ok(())
+}
+
+/// An s3 repository's access key is made by the provider, not by nodeimg:
+/// taken from NODEIMG_BACKUP_S3_KEY and NODEIMG_BACKUP_S3_KEY_SECRET when
+/// set (replacing the file's), and required before any file is written.
+/// Returns the names it set.
+fn take_s3_credentials(spec: &ClusterSpec, secrets: &mut Secrets) -> anyhow::Result<Vec<String>> {
+    use crate::cluster::secrets::{ENV_BACKUP_S3_KEY, ENV_BACKUP_S3_KEY_SECRET};
+    if spec.backup.as_ref().is_none_or(|b| b.s3.is_none()) {
+        return Ok(Vec::new());
+    }
+    let before = (
+        secrets.backup_s3_key.clone(),
+        secrets.backup_s3_key_secret.clone(),
+    );
+    secrets.merge_env(
+        std::env::vars()
+            .filter(|(name, _)| name == ENV_BACKUP_S3_KEY || name == ENV_BACKUP_S3_KEY_SECRET),
+    );
+    secrets.s3_credentials()?;
+    let mut set = Vec::new();
+    if secrets.backup_s3_key != before.0 {
+        set.push("backup_s3_key".to_string());
+    }
+    if secrets.backup_s3_key_secret != before.1 {
+        set.push("backup_s3_key_secret".to_string());
+    }
+    Ok(set)
 }
 
 /// Writes one node's secrets (`name`), or with `name` None every node's
@@ -164,7 +193,8 @@ pub fn rotate(options: &RotateOptions) -> anyhow::Result<()> {
 pub fn update(cluster: &Path, secrets_path: &Path, node_days: u32) -> anyhow::Result<()> {
     let spec = ClusterSpec::load(cluster)?;
     let mut secrets = Secrets::read(secrets_path)?;
-    let added = secrets.fill_missing(&spec)?;
+    let mut added = secrets.fill_missing(&spec)?;
+    added.extend(take_s3_credentials(&spec, &mut secrets)?);
     let Some(tls) = secrets.tls.as_mut() else {
         anyhow::bail!(
             "{} has no TLS material: run `nodeimg secrets rotate` once to give it a CA and node certificates",
