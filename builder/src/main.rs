@@ -69,6 +69,10 @@ enum SecretsCommand {
     /// (SANs: its name, its private IP, loopback; the load balancer's
     /// address on proxies). Mode 0600; an existing file is kept unless
     /// --force.
+    ///
+    /// With an s3 backup repository, the bucket's key is the provider's:
+    /// export NODEIMG_BACKUP_S3_KEY and NODEIMG_BACKUP_S3_KEY_SECRET first
+    /// (nothing is written without them).
     Init {
         /// The cluster spec whose users get passwords.
         #[arg(long, default_value = "cluster.toml")]
@@ -150,6 +154,8 @@ enum SecretsCommand {
     /// names changed: a proxy or the load balancer moved), drop those of
     /// members the spec no longer lists, add any password the spec now
     /// needs. Everything else is kept, so running nodes need nothing new.
+    /// An s3 repository's key is taken from NODEIMG_BACKUP_S3_KEY and
+    /// NODEIMG_BACKUP_S3_KEY_SECRET when set (replacing the file's).
     ///
     /// Examples:
     ///   nodeimg secrets update                         # after editing cluster.toml
