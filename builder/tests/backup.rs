@@ -7,6 +7,7 @@
 //! the primary, then streams with every row.
 
 mod support {
+    #[allow(dead_code)]
     pub mod backup;
     #[allow(dead_code)]
     pub mod cluster;

@@ -220,85 +220,14 @@ fn sftp_repository_with_pinned_host_keys() {
     );
 }
 
-/// The backup benchmark (scripts/bench-backup.sh; ignored in CI): a
-/// `pgbench -i -s $NODEIMG_BENCH_SCALE` database (default 100, about
-/// 1.5 GB), then hyperfine times full backups to the sftp server from the
-/// primary and drills (restore of the latest backup, recovery, check) on
-/// a replica. Results as hyperfine JSON in target/bench/.
+/// The backup benchmark over sftp (scripts/bench-backup.sh; ignored in
+/// CI): support::backup::bench_backup_and_drill.
 #[test]
 #[ignore]
 fn bench_sftp_backup_and_drill() {
-    let scale: u32 = std::env::var("NODEIMG_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
-    let runs = std::env::var("NODEIMG_BENCH_RUNS").unwrap_or_else(|_| "3".into());
     let images = loaded_images();
     let sshd = loaded_test_image("tests/sshd/sshd.toml");
     let network = Network::create("nodeimg-sftp", PREFIX);
-    start_sftp_cluster(
-        &network,
-        &images.db,
-        &sshd,
-        "full_every = \"off\"\ndiff_every = \"off\"\ndrill_every = \"off\"\nretention_full = 4\n",
-    );
-    // No proxy here: the db nodes' agreed view is enough.
-    wait_until(
-        "a leader and two replicas",
-        Duration::from_secs(180),
-        || roles(&network).is_some_and(|(_, replicas)| replicas.len() == 2),
-    );
-    let (leader, replicas) = roles(&network).unwrap();
-    wait_until("the stanza", Duration::from_secs(120), || {
-        logs(&network, &leader).contains("backup: stanza e2e ready")
-    });
-    let started = std::time::Instant::now();
-    run(Command::new("docker").args([
-        "exec",
-        "-u",
-        "postgres",
-        &container_of(&network, &leader),
-        "/usr/lib/postgresql/17/bin/pgbench",
-        "-h",
-        "/run/postgresql",
-        "-i",
-        "-q",
-        "-s",
-        &scale.to_string(),
-        "appdb",
-    ]));
-    let size = superuser_sql(
-        &network,
-        &leader,
-        "select pg_size_pretty(pg_database_size('appdb')) || ' (' || pg_database_size('appdb') || ' bytes)'",
-    );
-    eprintln!(
-        "pgbench -i -s {scale}: {size} in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    // The replicas catch up before anything is timed.
-    wait_until("replicas caught up", Duration::from_secs(600), || {
-        superuser_sql(
-            &network,
-            &leader,
-            "select count(*) from pg_stat_replication where replay_lsn = pg_current_wal_lsn()",
-        ) == "2"
-    });
-    let out = support::images::repo().join("target/bench");
-    std::fs::create_dir_all(&out).unwrap();
-    let hyperfine = |name: &str, node: &str, args: &str| {
-        let command = format!(
-            "docker exec {} nodeimg backup {args}",
-            container_of(&network, node)
-        );
-        run(Command::new("hyperfine")
-            .args(["--runs", &runs, "--export-json"])
-            .arg(out.join(format!("backup-{name}.json")))
-            .arg(&command));
-    };
-    hyperfine("full-sftp", &leader, "now --type full");
-    hyperfine("drill-sftp", &replicas[0], "drill");
-    let (_, list, _) = backup(&network, &leader, &["list", "--json"]);
-    std::fs::write(out.join("backup-list.json"), &list).unwrap();
-    eprintln!("database: {size}\nbackups: {list}");
+    start_sftp_cluster(&network, &images.db, &sshd, BENCH_SCHEDULE);
+    bench_backup_and_drill(&network, "sftp");
 }

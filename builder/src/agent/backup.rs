@@ -146,7 +146,7 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<RepositoryInfo, String> {
         if repo["status"]["code"].as_i64().unwrap_or(0) != 0
             && let Some(message) = repo["status"]["message"].as_str()
         {
-            status = format!("{status}: {}", message.trim());
+            status = format!("{status}: {}", one_line(message));
         }
     }
     Ok(RepositoryInfo {
@@ -254,13 +254,63 @@ fn repository_problem(
 }
 
 /// What a failed pgBackRest or PostgreSQL command said: its last ERROR or
-/// FATAL line, else all it printed.
+/// FATAL (with what follows it, on one line), else all it printed.
 pub fn failure_reason(output: &RunOutput) -> String {
     let text = format!("{}{}", output.stdout, output.stderr);
-    text.lines()
-        .rfind(|l| l.contains("ERROR") || l.contains("FATAL"))
-        .unwrap_or(text.trim())
-        .to_string()
+    let lines: Vec<&str> = text.lines().collect();
+    match lines
+        .iter()
+        .rposition(|l| l.contains("ERROR") || l.contains("FATAL"))
+    {
+        Some(at) => {
+            // The error's own continuation lines, not the log lines after.
+            let continued = lines[at + 1..]
+                .iter()
+                .take_while(|l| !l.contains("P00") && !l.starts_with(|c: char| c.is_ascii_digit()))
+                .count();
+            one_line(&lines[at..=at + continued].join("\n"))
+        }
+        None => one_line(&text),
+    }
+}
+
+/// A pgBackRest message on one line. An HTTP failure (S3) is many lines:
+/// the request, its headers and the server's XML answer; what matters is
+/// the first line, the request line and the S3 error code and message.
+pub fn one_line(message: &str) -> String {
+    let message = message.trim();
+    let Some((first, rest)) = message.split_once('\n') else {
+        return message.to_string();
+    };
+    let first = first.trim().trim_end_matches(':');
+    let between = |open: &str, close: &str| {
+        let start = rest.find(open)? + open.len();
+        let end = rest[start..].find(close)? + start;
+        Some(rest[start..end].trim().to_string()).filter(|s| !s.is_empty())
+    };
+    let request = rest
+        .split_once("*** Path/Query ***:")
+        .and_then(|(_, after)| after.lines().map(str::trim).find(|l| !l.is_empty()));
+    let mut out = first.to_string();
+    if let Some(code) = between("<Code>", "</Code>") {
+        out += &format!(": {code}");
+        if let Some(text) = between("<Message>", "</Message>") {
+            out += &format!(" ({text})");
+        }
+    }
+    match request {
+        Some(request) => out + &format!(" [{request}]"),
+        None if out == first => {
+            // Not an HTTP failure: keep every line, joined.
+            message
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        }
+        None => out,
+    }
 }
 
 fn run_logged(table: &ProcessTable, command: Command) -> Result<(), String> {
@@ -329,5 +379,31 @@ mod tests {
             info.status
         );
         assert!(parse_info("not json", "e2e").is_err());
+    }
+
+    #[test]
+    fn an_s3_failure_is_told_in_one_line() {
+        // What pgBackRest 2.55 printed with a revoked key (radosgw).
+        let message = "[ProtocolError] HTTP request failed with 403 (Forbidden):\n*** Path/Query ***:\nGET /nodeimg-backups/?delimiter=%2F&list-type=2&prefix=repo%2Fbackup%2F\n*** Request Headers ***:\nauthorization: <redacted>\ncontent-length: 0\n*** Response Headers ***:\ncontent-type: application/xml\n*** Response Content ***:\n<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidAccessKeyId</Code><Message></Message><RequestId>tx0</RequestId></Error>";
+        assert_eq!(
+            one_line(message),
+            "[ProtocolError] HTTP request failed with 403 (Forbidden): InvalidAccessKeyId [GET /nodeimg-backups/?delimiter=%2F&list-type=2&prefix=repo%2Fbackup%2F]"
+        );
+        let output = RunOutput {
+            code: 56,
+            stdout: format!(
+                "P00   INFO: check command begin\nP00  ERROR: [056]: {message}\nP00   INFO: check command end: aborted with exception [056]\n"
+            ),
+            stderr: String::new(),
+        };
+        let reason = failure_reason(&output);
+        assert!(reason.contains("ERROR: [056]: [ProtocolError]"), "{reason}");
+        assert!(reason.contains("InvalidAccessKeyId"), "{reason}");
+        assert!(
+            !reason.contains('\n') && !reason.contains("command end"),
+            "{reason}"
+        );
+        assert_eq!(one_line("plain"), "plain");
+        assert_eq!(one_line("two\nlines"), "two / lines");
     }
 }

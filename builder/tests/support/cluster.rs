@@ -168,11 +168,17 @@ target = "replicas"
 /// included) and each node's own secrets file (`<node>.secrets.toml`, as
 /// `nodeimg secrets for-node` writes them) into the network's folder.
 pub fn write_inputs(network: &Network, spec_text: &str) {
+    write_inputs_with(network, spec_text, |_| {});
+}
+
+/// The same, `edit` adding what an operator gives (an s3 bucket's key).
+pub fn write_inputs_with(network: &Network, spec_text: &str, edit: impl FnOnce(&mut Secrets)) {
     let dir = network.dir.path();
     let spec_path = dir.join("cluster.toml");
     std::fs::write(&spec_path, spec_text).unwrap();
     let spec = nodeimg::cluster::ClusterSpec::load(&spec_path).unwrap();
     let mut secrets = Secrets::generate(&spec).unwrap();
+    edit(&mut secrets);
     secrets.users.insert(
         "app".into(),
         UserSecret {
