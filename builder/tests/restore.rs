@@ -1,16 +1,18 @@
 //! New clusters bootstrapped from another cluster's backups (spec
 //! `[restore]`, Patroni's custom bootstrap running `pgbackrest restore`),
 //! on real containers with a posix repository on a shared Docker volume:
-//! an old cluster takes a full backup, writes rows, notes a time T from the
-//! database's clock, writes more and drops a table. A new cluster restored
-//! to T has exactly the rows up to T and the table; another restored to the
-//! latest point has every row and not the table. Each new cluster runs
+//! an old cluster takes a full backup and writes rows; its leader is
+//! killed, and on the new primary's timeline it writes rows, notes a time
+//! T from the database's clock, writes more and drops a table. A new
+//! cluster restored to T (across the timeline switch) has exactly the rows
+//! up to T and the table; another restored to the latest point has every
+//! row and not the table. Each new cluster runs
 //! with its own passwords (Patroni resets its roles after the restore),
 //! refuses in words a passphrase that is not the repository's, and
 //! archives into a stanza of its own.
 //!
-//! The old cluster has one db node: what is restored does not depend on
-//! how many nodes wrote it. The latest-point cluster has three, so its
+//! The old cluster has three db nodes (a failover needs a replica), the
+//! restored-to-T one a single node, the latest-point one three, so its
 //! replicas join a restored leader.
 
 mod support {
@@ -193,20 +195,27 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
     let repository = Volume(format!("nodeimg-restore-repo-{}", std::process::id()));
     run(Command::new("docker").args(["volume", "create", &repository.0]));
 
-    // The old cluster: a full backup, then rows on both sides of T.
+    // The old cluster: a full backup and rows on timeline 1; its leader
+    // killed, so the rest is written on the new primary's timeline 2:
+    // rows on both sides of T, a table dropped.
     let old = Network::create("nodeimg-restore-old", PREFIX);
-    write_inputs(&old, &spec("old", 1, ""));
+    write_inputs(&old, &spec("old", 3, ""));
     let old_secrets = secrets_of(&old);
     let passphrase = old_secrets.backup_cipher_password.clone().unwrap();
-    start_db(&old, &images.db, "db-1", &repository, &[]);
-    wait_until("the old cluster's leader", Duration::from_secs(120), || {
-        leading(&old, 11)
-    });
+    for node in ["db-1", "db-2", "db-3"] {
+        start_db(&old, &images.db, node, &repository, &[]);
+    }
+    wait_until(
+        "the old cluster's leader and two replicas",
+        Duration::from_secs(180),
+        || roles(&old).is_some_and(|(_, replicas)| replicas.len() == 2),
+    );
+    let (first, _) = roles(&old).unwrap();
     wait_until("the old stanza", Duration::from_secs(120), || {
-        logs(&old, "db-1").contains("backup: stanza old ready")
+        logs(&old, &first).contains("backup: stanza old ready")
     });
     let backup = Command::new("docker")
-        .args(["exec", &container_of(&old, "db-1")])
+        .args(["exec", &container_of(&old, &first)])
         .args(["nodeimg", "backup", "now", "--type", "full"])
         .output()
         .unwrap();
@@ -215,29 +224,55 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );
+    let host_of = |node: &str| 10 + node[3..].parse::<u8>().unwrap();
+    let sql_on = |node: &str, sql: &str| psql(&old.ip(host_of(node)), 5432, "appdb", sql).unwrap();
+    sql_on(
+        &first,
+        "create table rows (id int primary key); insert into rows select generate_series(1, 100)",
+    );
+    sql_on(
+        &first,
+        "create table doomed (note text); insert into doomed values ('kept at T')",
+    );
+    run(Command::new("docker").args(["kill", &container_of(&old, &first)]));
+    wait_until("a new leader", Duration::from_secs(120), || {
+        roles(&old).is_some_and(|(leader, _)| leader != first)
+    });
+    let (second, _) = roles(&old).unwrap();
+    wait_until(
+        "the new primary archiving",
+        Duration::from_secs(120),
+        || logs(&old, &second).contains("backup: stanza old ready"),
+    );
+    assert_eq!(
+        superuser_sql_in(
+            &old,
+            &second,
+            "postgres",
+            "select timeline_id from pg_control_checkpoint()"
+        ),
+        "2"
+    );
     // pgBackRest picks the backup to restore to T among those whose stop
-    // time, in whole seconds, is before T: T must fall in a later second
-    // than the backup's end (CI once had both in one second).
-    std::thread::sleep(Duration::from_millis(1100));
-    let app = |sql: &str| psql(&old.ip(11), 5432, "appdb", sql).unwrap();
-    app("create table rows (id int primary key); insert into rows select generate_series(1, 100)");
-    app("create table doomed (note text); insert into doomed values ('kept at T')");
+    // time, in whole seconds, is before T (long past here: the failover
+    // took longer than a second).
+    let app = |sql: &str| sql_on(&second, sql);
+    app("insert into rows select generate_series(101, 150)");
     // T, from the database's clock, with its offset.
     let t = app("select to_char(now() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
-    eprintln!("T = {t}");
-    app("insert into rows select generate_series(101, 150)");
+    eprintln!("T = {t} (timeline 2)");
     app("insert into rows select generate_series(151, 200)");
     app("drop table doomed");
     let segment = superuser_sql_in(
         &old,
-        "db-1",
+        &second,
         "postgres",
         "select pg_walfile_name(pg_switch_wal())",
     );
     wait_until("the last WAL archived", Duration::from_secs(60), || {
         superuser_sql_in(
             &old,
-            "db-1",
+            &second,
             "postgres",
             "select coalesce(last_archived_wal, '') from pg_stat_archiver",
         ) >= segment
@@ -293,8 +328,17 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
         });
     eprintln!("restored to T in {took:?}");
     let at_t = |sql: &str| psql(&pit.ip(11), 5432, "appdb", sql).unwrap();
-    assert_eq!(at_t("select count(*), max(id) from rows"), "100|100");
+    assert_eq!(at_t("select count(*), max(id) from rows"), "150|150");
     assert_eq!(at_t("select note from doomed"), "kept at T");
+    // Replayed across the old cluster's failover (timeline 1, then 2),
+    // then promoted onto a timeline of its own.
+    let timeline = superuser_sql_in(
+        &pit,
+        "db-1",
+        "postgres",
+        "select timeline_id from pg_control_checkpoint()",
+    );
+    assert!(timeline.parse::<u32>().unwrap() >= 3, "timeline {timeline}");
     check_own_identity(&pit, "db-1", "pit", &old_secrets);
     drop(pit);
 
@@ -333,4 +377,112 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
         .count();
     assert_eq!(restored_on, 1, "one node restores, the others replicate it");
     check_own_identity(&latest, &leader, "latest", &old_secrets);
+}
+
+/// The recovery point (scripts/bench-recovery-point.sh; ignored in CI):
+/// how many seconds of acknowledged writes are lost when a cluster's only
+/// copy of its data is lost (a one-node cluster's disk; with replicas, the
+/// disks of every node). A one-db cluster takes a full backup, then one
+/// client commits a timestamped row every 200 ms for a while; the node is
+/// removed with its volume, and a new cluster restored to the latest point
+/// shows the last row the repository kept. The loss is the last
+/// acknowledged row's time minus that row's. `archive_timeout` is
+/// NODEIMG_BENCH_ARCHIVE_TIMEOUT (default 60, the spec's default); one run
+/// per entry of NODEIMG_BENCH_WRITE_SECONDS (default "37 61 83", writes of
+/// unrelated length to the timeout). Results: target/bench/recovery-point.json.
+#[test]
+#[ignore]
+fn bench_recovery_point() {
+    let archive_timeout: u32 = std::env::var("NODEIMG_BENCH_ARCHIVE_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let lengths: Vec<u64> = std::env::var("NODEIMG_BENCH_WRITE_SECONDS")
+        .unwrap_or_else(|_| "37 61 83".into())
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let images = loaded_images();
+    let repository = Volume(format!("nodeimg-rpo-repo-{}", std::process::id()));
+    run(Command::new("docker").args(["volume", "create", &repository.0]));
+    let with_timeout = |text: String| {
+        text.replace(
+            "archive_timeout = 5\n",
+            &format!("archive_timeout = {archive_timeout}\n"),
+        )
+    };
+    let mut results = Vec::new();
+    for (run_index, seconds) in lengths.iter().enumerate() {
+        let name = format!("rpo{run_index}");
+        let old = Network::create("nodeimg-rpo-old", PREFIX);
+        write_inputs(&old, &with_timeout(spec(&name, 1, "")));
+        let passphrase = secrets_of(&old).backup_cipher_password.unwrap();
+        start_db(&old, &images.db, "db-1", &repository, &[]);
+        wait_until("the leader", Duration::from_secs(120), || leading(&old, 11));
+        wait_until("the stanza", Duration::from_secs(120), || {
+            logs(&old, "db-1").contains(&format!("backup: stanza {name} ready"))
+        });
+        run(Command::new("docker")
+            .args(["exec", &container_of(&old, "db-1")])
+            .args(["nodeimg", "backup", "now", "--type", "full"]));
+        let app = |sql: &str| psql(&old.ip(11), 5432, "appdb", sql);
+        app("create table ticks (at timestamptz primary key)").unwrap();
+        let started = std::time::Instant::now();
+        let mut last_acknowledged = String::new();
+        let mut acknowledged = 0u64;
+        while started.elapsed() < Duration::from_secs(*seconds) {
+            if let Ok(at) = app(
+                "insert into ticks values (clock_timestamp()) returning extract(epoch from at)::text",
+            ) {
+                last_acknowledged = at.trim().to_string();
+                acknowledged += 1;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The disk lost with the node.
+        run(Command::new("docker").args(["rm", "-f", "-v", &container_of(&old, "db-1")]));
+        drop(old);
+
+        let new = Network::create("nodeimg-rpo-new", PREFIX);
+        let restore = format!("\n[restore]\nfrom = \"{name}\"\n");
+        write_inputs(
+            &new,
+            &with_timeout(spec(&format!("{name}new"), 1, &restore)),
+        );
+        share_passphrase(&new, 1, &passphrase);
+        start_db(&new, &images.db, "db-1", &repository, &[]);
+        wait_until("the restored cluster", Duration::from_secs(300), || {
+            leading(&new, 11)
+        });
+        let kept = psql(
+            &new.ip(11),
+            5432,
+            "appdb",
+            "select count(*) || ' ' || coalesce(extract(epoch from max(at))::text, '0') from ticks",
+        )
+        .unwrap();
+        let (count, last_kept) = kept.trim().split_once(' ').unwrap();
+        let lost_seconds: f64 =
+            last_acknowledged.parse::<f64>().unwrap() - last_kept.parse::<f64>().unwrap();
+        let count: u64 = count.parse().unwrap();
+        eprintln!(
+            "archive_timeout {archive_timeout} s, writes for {seconds} s: {acknowledged} acknowledged, {count} restored, {lost_seconds:.1} s of writes lost"
+        );
+        results.push(serde_json::json!({
+            "archive_timeout": archive_timeout,
+            "write_seconds": seconds,
+            "acknowledged": acknowledged,
+            "restored": count,
+            "lost_rows": acknowledged - count,
+            "lost_seconds": lost_seconds,
+        }));
+        drop(new);
+    }
+    let out = support::images::repo().join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("recovery-point.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
 }
