@@ -4,7 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::cluster::{Network, container_of, roles, wait_until};
+use super::cluster::{
+    Network, container_of, healthy, psql, roles, start_proxy_node, wait_proxy, wait_until,
+};
 use super::images::run;
 
 /// A Docker volume shared by the db nodes, removed on drop.
@@ -155,4 +157,80 @@ pub fn bench_backup_and_drill(network: &Network, kind: &str) {
     let (_, list, _) = backup(network, &leader, &["list", "--json"]);
     std::fs::write(out.join(format!("backup-list-{kind}.json")), &list).unwrap();
     eprintln!("database: {size}\nbackups: {list}");
+}
+
+/// proxy-1 (.21) in front of the started db nodes; once the cluster is
+/// healthy, the schedule's first full backup, a table of 500 rows and its
+/// WAL switched out; then a drill OK and WAL archived, as `backup status`
+/// shows them. Returns (leader, that status).
+pub fn serving_with_a_drilled_backup(
+    network: &Network,
+    haproxy_image: &str,
+) -> (String, serde_json::Value) {
+    start_proxy_node(network, haproxy_image, "proxy-1", 21);
+    wait_until("a healthy cluster", Duration::from_secs(180), || {
+        healthy(network)
+    });
+    wait_proxy(network, 21);
+    let (leader, _) = roles(network).unwrap();
+    wait_first_scheduled_full(network, &leader, Duration::from_secs(240));
+    psql(
+        &network.ip(21),
+        5000,
+        "appdb",
+        "create table rows (id int primary key); insert into rows select generate_series(1, 500)",
+    )
+    .unwrap();
+    superuser_sql(network, &leader, "select pg_switch_wal()");
+    let mut status = None;
+    wait_until(
+        "a drill of the backup and WAL archived",
+        Duration::from_secs(150),
+        || {
+            status = status_json(network, &leader);
+            status.as_ref().is_some_and(|s| {
+                s["ok"] == true
+                    && s["archive"]["archived_count"].as_u64().unwrap_or(0) > 0
+                    && s["last_runs"].as_array().is_some_and(|runs| {
+                        runs.iter().any(|r| r["kind"] == "drill" && r["ok"] == true)
+                    })
+            })
+        },
+    );
+    let status = status.unwrap();
+    assert_eq!(status["repository"]["cipher"], "aes-256-cbc", "{status:#}");
+    (leader, status)
+}
+
+/// After the repository was broken (on a cluster from
+/// serving_with_a_drilled_backup): one more row and its WAL; `backup
+/// status` exits 1 and the agent's log names the archiving failure, both
+/// with `reason`; the database keeps taking writes (502 rows).
+pub fn repository_failure_is_loud_and_harmless(network: &Network, leader: &str, reason: &str) {
+    let write = |sql: &str| psql(&network.ip(21), 5000, "appdb", sql).unwrap();
+    write("insert into rows values (501)");
+    superuser_sql(network, leader, "select pg_switch_wal()");
+    let mut broken = String::new();
+    wait_until(
+        "backup status reporting a problem",
+        Duration::from_secs(90),
+        || {
+            let (code, stdout, _) = backup(network, leader, &["status", "--json"]);
+            broken = stdout;
+            code == 1
+        },
+    );
+    eprintln!("with the repository broken: {broken}");
+    assert!(broken.contains(reason), "{reason:?} not in: {broken}");
+    wait_until(
+        "the agent's log naming the archiving failure",
+        Duration::from_secs(150),
+        || {
+            logs(network, leader)
+                .lines()
+                .any(|l| l.contains("archive_command is failing") && l.contains(reason))
+        },
+    );
+    write("insert into rows values (502)");
+    assert_eq!(write("select count(*) from rows").trim(), "502");
 }
