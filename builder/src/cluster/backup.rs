@@ -46,7 +46,9 @@ pub struct BackupSettings {
     #[serde(default = "seven")]
     pub retention_diff: u32,
     /// Seconds after which a WAL segment is archived even if not full: the
-    /// bound on the writes lost with the primary's disk when writes are rare.
+    /// bound on the seconds of writes a restore from the repository loses
+    /// when every copy of the data is gone (with replicas, losing the
+    /// primary alone loses nothing).
     #[serde(default = "sixty")]
     pub archive_timeout: u32,
     /// How often a full backup runs, once for the whole cluster: `7d`,
@@ -204,7 +206,7 @@ impl BackupSettings {
             return fail(
                 "archive_timeout",
                 format!(
-                    "{} s must be 1 to 3600: it bounds how many seconds of writes a lost primary takes with it",
+                    "{} s must be 1 to 3600: it bounds how many seconds of writes are lost when every node's data is lost",
                     self.archive_timeout
                 ),
             );
