@@ -497,6 +497,9 @@ fn an_s3_repository_takes_its_key_from_the_operator_and_verifies_tls() {
         "repo1-storage-verify-tls=y",
         // The public CAs the db image's build bundles.
         "repo1-storage-ca-file=/etc/ssl/certs/ca-certificates.crt",
+        // Restores fetch files in parallel.
+        "[global:restore]",
+        "process-max=4",
     ] {
         assert!(conf.lines().any(|l| l == line), "{line} missing:\n{conf}");
     }

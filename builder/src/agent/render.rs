@@ -173,6 +173,7 @@ pub struct BackupView {
     pub retention_full: u32,
     pub retention_diff: u32,
     pub archive_timeout: u32,
+    pub restore_processes: u32,
     /// `/usr/bin/pgbackrest --config=… --stanza=…`: what every pgBackRest
     /// command of the node starts with.
     pub command: String,
@@ -477,6 +478,7 @@ impl NodeView {
                 retention_full: backup.retention_full,
                 retention_diff: backup.retention_diff,
                 archive_timeout: backup.archive_timeout,
+                restore_processes: backup.restore_processes,
                 command: format!(
                     "/usr/bin/pgbackrest --config={RUN_DIR}/pgbackrest.conf --stanza={}",
                     spec.cluster.name

@@ -27,6 +27,14 @@ struct NodeBackup {
     postgres: (u32, u32),
 }
 
+/// The stanza's section of a pgbackrest.conf: not [global] nor a
+/// command's [global:restore].
+fn stanza_of(text: &str) -> Option<&str> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
+        .find(|name| *name != "global" && !name.starts_with("global:"))
+}
+
 fn locate(config: &Path) -> anyhow::Result<NodeBackup> {
     let text = std::fs::read_to_string(config).with_context(|| {
         format!(
@@ -34,10 +42,7 @@ fn locate(config: &Path) -> anyhow::Result<NodeBackup> {
             config.display()
         )
     })?;
-    let stanza = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
-        .find(|name| *name != "global")
+    let stanza = stanza_of(&text)
         .with_context(|| format!("{} names no stanza", config.display()))?
         .to_string();
     let value = |key: &str| {
@@ -396,4 +401,14 @@ pub fn drill(config: &Path, patroni_yml: &Path, json: bool) -> anyhow::Result<i3
         );
     }
     Ok(if result.ok { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stanza_is_the_section_that_is_not_global() {
+        let conf = "[global]\nrepo1-type=s3\n\n[global:restore]\nprocess-max=4\n\n[keybuzz]\npg1-path=/d\n";
+        assert_eq!(super::stanza_of(conf), Some("keybuzz"));
+        assert_eq!(super::stanza_of("[global]\n[global:restore]\n"), None);
+    }
 }
