@@ -70,12 +70,21 @@ impl S3Bucket {
                 ),
             );
         }
+        if let Some((host, port)) = self.endpoint.rsplit_once(':') {
+            return fail(
+                "endpoint",
+                format!(
+                    "{:?}: give the port on its own (endpoint = {host:?} and port = {port})",
+                    self.endpoint
+                ),
+            );
+        }
         let host_name = |text: &str| {
             !text.is_empty()
                 && text.len() <= 253
                 && text
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':')
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         };
         if !host_name(&self.endpoint) {
             return fail(
@@ -185,6 +194,10 @@ mod tests {
             rule.contains("endpoint = \"fsn1.your-objectstorage.com\""),
             "{rule}"
         );
+        let (field, rule) =
+            refused(&HETZNER.replace("\"fsn1.your-objectstorage.com\"", "\"minio.internal:9000\""));
+        assert_eq!(field, "s3.endpoint");
+        assert!(rule.contains("port = 9000"), "{rule}");
         let (field, _) = refused(&HETZNER.replace("prod-pg-backups", "Prod_Backups"));
         assert_eq!(field, "s3.bucket");
         let (field, rule) = refused(&HETZNER.replace("prod-pg-backups", "prod.pg"));
