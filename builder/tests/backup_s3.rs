@@ -1,7 +1,7 @@
 //! An s3 backup repository on a real S3 server (tests/s3: Ceph's radosgw
 //! on a one-node Ceph from Debian trixie, standing in for Hetzner Object
-//! Storage), over HTTPS
-//! with a certificate from a private CA the spec names. The db nodes sign
+//! Storage), over HTTPS with a certificate from a private CA the spec
+//! names. The db nodes sign
 //! with the bucket's key from the secrets. The primary archives WAL and
 //! takes the scheduled full backup into the bucket, and a replica's drill
 //! restores it. Then the key is revoked on the server, as an operator
