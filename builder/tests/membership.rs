@@ -243,18 +243,45 @@ fn db_members_grow_from_three_to_five_and_shrink_back_by_editing_the_spec() {
     // removing db-4 would leave four voters with only two answering.
     let (leader, ..) = patroni_view(&network, "db-1").unwrap();
     if leader != "db-1" {
-        run(Command::new("docker").args([
-            "exec",
-            &container_of(&network, &leader),
-            "patronictl",
-            "switchover",
+        // In synchronous mode Patroni switches over only to a synchronous
+        // standby (412 otherwise, and patronictl still exits 0): every
+        // replica made one for the switchover, then one again.
+        let patronictl = |args: &[&str]| {
+            let output = run(Command::new("docker")
+                .args(["exec", &container_of(&network, "db-1"), "patronictl"])
+                .args(args));
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(!text.contains("failed"), "patronictl {args:?}: {text}");
+        };
+        patronictl(&[
+            "edit-config",
             "--force",
-            "--candidate",
-            "db-1",
-        ]));
+            "--set",
+            "synchronous_node_count=4",
+        ]);
+        wait_until(
+            "db-1 a synchronous standby",
+            Duration::from_secs(60),
+            || {
+                patroni_cluster(&network.ip(11)).is_some_and(|c| {
+                    c["members"].as_array().is_some_and(|members| {
+                        members
+                            .iter()
+                            .any(|m| m["name"] == "db-1" && m["role"] == "sync_standby")
+                    })
+                })
+            },
+        );
+        patronictl(&["switchover", "--force", "--candidate", "db-1"]);
         wait_until("db-1 leading", Duration::from_secs(60), || {
             patroni_view(&network, "db-1").is_some_and(|(l, ..)| l == "db-1")
         });
+        patronictl(&[
+            "edit-config",
+            "--force",
+            "--set",
+            "synchronous_node_count=1",
+        ]);
     }
     for node in ["db-2", "db-3"] {
         run(Command::new("docker").args(["stop", "-t", "30", &container_of(&network, node)]));
