@@ -272,6 +272,7 @@ fn db_members_grow_from_three_to_five_and_shrink_back_by_editing_the_spec() {
                 })
             },
         );
+        eprintln!("switching over from {leader} to db-1");
         patronictl(&["switchover", "--force", "--candidate", "db-1"]);
         wait_until("db-1 leading", Duration::from_secs(60), || {
             patroni_view(&network, "db-1").is_some_and(|(l, ..)| l == "db-1")
