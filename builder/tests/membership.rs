@@ -27,10 +27,6 @@ fn nodeimg() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nodeimg"))
 }
 
-fn host_of(node: &str) -> u8 {
-    10 + node[3..].parse::<u8>().unwrap()
-}
-
 fn start_db(network: &Network, image: &str, node: &str) {
     start_db_node(network, image, node, &[]);
 }
@@ -125,7 +121,7 @@ fn etcd_names(network: &Network, node: &str) -> Vec<String> {
 
 /// (leader, members streaming with lag 0) as db-1's Patroni sees them.
 fn patroni_view(network: &Network, via: &str) -> Option<(String, Vec<String>, usize)> {
-    let cluster = patroni_cluster(&network.ip(host_of(via)))?;
+    let cluster = patroni_cluster(&network.ip(db_host(via)))?;
     let members = cluster["members"].as_array()?;
     let leader = members
         .iter()

@@ -155,7 +155,7 @@ fn secrets_of(network: &Network) -> Secrets {
 /// updated the role the backup brought), and WAL archived into a stanza
 /// named after itself.
 fn check_own_identity(network: &Network, leader: &str, name: &str, old: &Secrets) {
-    let host = 10 + leader[3..].parse::<u8>().unwrap();
+    let host = db_host(leader);
     let mine = secrets_of(network);
     let new_password = mine.superuser_password.as_deref().unwrap();
     assert_eq!(
@@ -224,8 +224,7 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );
-    let host_of = |node: &str| 10 + node[3..].parse::<u8>().unwrap();
-    let sql_on = |node: &str, sql: &str| psql(&old.ip(host_of(node)), 5432, "appdb", sql).unwrap();
+    let sql_on = |node: &str, sql: &str| psql(&old.ip(db_host(node)), 5432, "appdb", sql).unwrap();
     sql_on(
         &first,
         "create table rows (id int primary key); insert into rows select generate_series(1, 100)",
@@ -367,7 +366,7 @@ fn new_clusters_restore_an_old_clusters_backups_to_a_time_and_to_the_latest_poin
         });
     eprintln!("restored to the latest point in {took:?}");
     let (leader, _) = roles(&latest).unwrap();
-    let host = 10 + leader[3..].parse::<u8>().unwrap();
+    let host = db_host(&leader);
     let now = |sql: &str| psql(&latest.ip(host), 5432, "appdb", sql).unwrap();
     assert_eq!(now("select count(*), max(id) from rows"), "200|200");
     assert_eq!(now("select to_regclass('doomed') is null"), "t");

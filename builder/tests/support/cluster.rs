@@ -468,8 +468,13 @@ impl Writer {
 /// `docker run` of db-N at .1N (N from the name) with its own secrets
 /// file and its address from the environment; `extra` are more docker
 /// arguments (volumes).
+/// The host part of db-N's address: .1N.
+pub fn db_host(node: &str) -> u8 {
+    10 + node[3..].parse::<u8>().unwrap()
+}
+
 pub fn start_db_node(network: &Network, image: &str, node: &str, extra: &[String]) {
-    let host = 10 + node[3..].parse::<u8>().unwrap();
+    let host = db_host(node);
     let mut args = vec![
         "-v".to_string(),
         format!(
