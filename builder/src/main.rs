@@ -241,7 +241,9 @@ enum BackupCommand {
         #[command(flatten)]
         node: BackupNode,
     },
-    /// Take a backup now; run it on the primary.
+    /// Take a backup now. On a replica it is a backup from this standby:
+    /// the files are copied from here, and the primary (named by the DCS)
+    /// only starts and stops the backup, through its pgBackRest TLS server.
     Now {
         /// full, diff (changes since the last full) or incr (since the
         /// last backup).
@@ -1022,7 +1024,9 @@ fn main() -> ExitCode {
                     commands::backup::drill(&node.config, &node.patroni, json)
                 }
                 BackupCommand::List { json, node } => commands::backup::list(&node.config, json),
-                BackupCommand::Now { kind, node } => commands::backup::now(&node.config, &kind),
+                BackupCommand::Now { kind, node } => {
+                    commands::backup::now(&node.config, &node.patroni, &kind)
+                }
             };
             return match code {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

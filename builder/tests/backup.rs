@@ -59,8 +59,9 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
         || logs(&network, &leader).contains("backup: stanza e2e ready"),
     );
 
-    // The schedule's first full backup, on the primary, once.
-    wait_first_scheduled_full(&network, &leader, Duration::from_secs(180));
+    // The schedule's first full backup: once, on a replica, from that
+    // standby (the primary only starts and stops it).
+    let standby = wait_first_scheduled_full(&network, &leader, Duration::from_secs(180));
     psql(
         &network.ip(21),
         5000,
@@ -69,27 +70,37 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
     )
     .unwrap();
 
-    // A backup on a replica is refused with the way to do it.
+    eprintln!("the first scheduled full backup was taken on {standby}");
+    pgbackrest_server_answers_only_db_nodes(&network, &images.db, &leader);
+
+    // `backup now` on a replica is a backup from that standby; on the
+    // primary, from the primary.
     let (_, replicas) = roles(&network).unwrap();
-    let (code, _, stderr) = backup(&network, &replicas[0], &["now"]);
-    assert_ne!(code, 0);
+    let (code, _, stderr) = backup(&network, &replicas[0], &["now", "--type", "diff"]);
+    assert_eq!(code, 0, "backup now on a replica failed:\n{stderr}");
     assert!(
-        stderr.contains("run `nodeimg backup now` on the primary"),
+        stderr.contains(&format!("from this standby (primary {leader} at ")),
         "{stderr}"
     );
     let (code, _, stderr) = backup(&network, &leader, &["now", "--type", "full"]);
     assert_eq!(code, 0, "backup now failed:\n{stderr}");
+    assert!(stderr.contains("starting on the primary"), "{stderr}");
     // Every node sees the same repository.
     let (code, stdout, stderr) = backup(&network, &replicas[0], &["list", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(list.as_array().map(|l| l.len()), Some(2), "{stdout}");
-    assert!(list.as_array().unwrap().iter().all(|b| b["kind"] == "full"));
+    let kinds: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["full", "diff", "full"], "{stdout}");
     // Drills run on replicas, once per tick, and report OK.
     wait_until("two drill ticks", Duration::from_secs(150), || {
-        drill_ticks(&network).len() >= 2
+        scheduled_ticks(&network, "drill").len() >= 2
     });
-    let ticks = drill_ticks(&network);
+    let ticks = scheduled_ticks(&network, "drill");
     for (tick, nodes) in &ticks {
         assert_eq!(nodes.len(), 1, "drill tick {tick} ran on {nodes:?}");
         assert_ne!(nodes[0], leader, "a drill ran on the primary");
@@ -229,26 +240,88 @@ fn chmod_repository(network: &Network, node: &str, mode: u32) {
     ]));
 }
 
-/// Each drill tick seen in the logs, with the nodes that ran it.
-fn drill_ticks(network: &Network) -> std::collections::BTreeMap<u64, Vec<String>> {
-    let mut ticks: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
-    for node in ["db-1", "db-2", "db-3"] {
-        let Ok(output) = Command::new("docker")
-            .args(["logs", &container_of(network, node)])
-            .output()
-        else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        for line in text.lines() {
-            if let Some(rest) = line.split("backup: scheduled drill (tick ").nth(1)
-                && line.contains(") done on this node")
-                && let Some(tick) = rest.split(')').next().and_then(|t| t.parse().ok())
-            {
-                ticks.entry(tick).or_default().push(node.to_string());
-            }
-        }
+/// A stranger inside cluster.cidr runs pgBackRest against the primary's
+/// TLS server with a proxy's certificate (the cluster's CA, but no db
+/// node's name) and with db-1's name from a CA of its own: both refused.
+/// With db-1's real client certificate the same command works, so the
+/// refusals are the server's, not the probe's. (pgBackRest's client will
+/// not connect without a certificate; the server answers no command to
+/// one without.)
+fn pgbackrest_server_answers_only_db_nodes(network: &Network, image: &str, leader: &str) {
+    let secrets = std::fs::read_to_string(network.dir.path().join("cluster.secrets.toml")).unwrap();
+    let secrets: toml::Value = toml::from_str(&secrets).unwrap();
+    let tls = &secrets["tls"];
+    let node = |name: &str, field: &str| tls["nodes"][name][field].as_str().unwrap().to_string();
+    // The forger's CA even has the cluster CA's name; only its key differs.
+    let forged_key = rcgen::KeyPair::generate().unwrap();
+    let mut forged_ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    forged_ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    forged_ca
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "nodeimg");
+    forged_ca
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nodeimg e2e CA");
+    let issuer = rcgen::Issuer::new(forged_ca, &forged_key);
+    let mut forged = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    forged
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "db-1");
+    let forged = forged.signed_by(&forged_key, &issuer).unwrap();
+    let probe = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("ca.crt", tls["ca_cert"].as_str().unwrap().to_string()),
+        ("proxy.crt", node("proxy-1", "cert")),
+        ("proxy.key", node("proxy-1", "key")),
+        ("forged.crt", forged.pem()),
+        ("forged.key", forged_key.serialize_pem()),
+        ("db.crt", node("db-1", "backup_client_cert")),
+        ("db.key", node("db-1", "key")),
+    ] {
+        std::fs::write(probe.path().join(file), text).unwrap();
     }
-    ticks
+    run(Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX")
+        .arg(probe.path()));
+    let script = format!(
+        r#"
+import json, os, shutil, subprocess
+out = {{}}
+# pgBackRest wants its keys 0600 and owned by the user running it.
+os.makedirs("/tmp/probe")
+for name in os.listdir("/probe"):
+    shutil.copy("/probe/" + name, "/tmp/probe/" + name)
+    os.chmod("/tmp/probe/" + name, 0o600)
+base = ["pgbackrest", "--stanza=e2e", "--repo1-path=/tmp/repo", "--lock-path=/tmp/lock",
+        "--log-level-console=warn", "--log-level-file=off", "--pg1-host={ip}",
+        "--pg1-host-type=tls", "--pg1-host-port=8432", "--pg1-host-ca-file=/tmp/probe/ca.crt",
+        "--pg1-path=/var/lib/postgresql/data", "--pg1-socket-path=/run/postgresql", "--pg1-user=postgres"]
+for pair in ["proxy", "forged", "db"]:
+    extra = ["--pg1-host-cert-file=/tmp/probe/%s.crt" % pair, "--pg1-host-key-file=/tmp/probe/%s.key" % pair]
+    r = subprocess.run(base + extra + ["stanza-create"], capture_output=True, text=True, timeout=60)
+    out[pair] = [r.returncode, (r.stdout + r.stderr).strip()[-400:]]
+print(json.dumps(out))
+"#,
+        ip = network.ip(db_host(leader)),
+    );
+    let output = run(Command::new("docker")
+        .args(["run", "--rm", "--network", &network.name])
+        .args(["--ip", &network.ip(50), "-u", "postgres"])
+        .arg("-v")
+        .arg(format!("{}:/probe:ro", probe.path().display()))
+        .args(["--entrypoint", "/usr/bin/python3", image, "-c", &script]));
+    let answers: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the probe prints JSON");
+    eprintln!("pgBackRest's server to a stranger: {answers:#}");
+    for refused in ["proxy", "forged"] {
+        let said = answers[refused][1].as_str().unwrap();
+        assert_ne!(answers[refused][0], 0, "{refused}: {answers:#}");
+        // Refused when reaching the server, not by the probe's own files.
+        assert!(
+            said.contains("unable to check pg1") && !said.contains("unable to load"),
+            "{refused}: {said}"
+        );
+    }
+    assert_eq!(answers["db"][0], 0, "db-1's certificate: {answers:#}");
 }

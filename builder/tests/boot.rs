@@ -480,6 +480,33 @@ fn an_s3_repository_takes_its_key_from_the_operator_and_verifies_tls() {
     );
     assert!(output.status.success(), "{output:?}");
     let secrets = dir.path().join("secrets.toml");
+    // A key the provider rotated rides along with `secrets rotate` (on a
+    // copy: what follows reads the first key).
+    let rotated = dir.path().join("rotated.toml");
+    std::fs::copy(&secrets, &rotated).unwrap();
+    let rotate = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(["secrets", "rotate", "--cluster"])
+        .arg(&spec)
+        .arg("--secrets")
+        .arg(&rotated)
+        .env("NODEIMG_BACKUP_S3_KEY", "HETZNERKEY0002")
+        .env("NODEIMG_BACKUP_S3_KEY_SECRET", "hetzner-secret-0002")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(rotate.status.success(), "{rotate:?}");
+    assert!(
+        String::from_utf8_lossy(&rotate.stderr).contains("backup_s3_key, backup_s3_key_secret"),
+        "{rotate:?}"
+    );
+    let out = dir.path().join("out-rotated");
+    assert!(
+        render("db", &spec, "10.0.0.120", &out, &rotated)
+            .status
+            .success()
+    );
+    let conf = std::fs::read_to_string(out.join("pgbackrest.conf")).unwrap();
+    assert!(conf.contains("repo1-s3-key=HETZNERKEY0002\n"), "{conf}");
     let out = dir.path().join("out");
     let output = render("db", &spec, "10.0.0.120", &out, &secrets);
     assert!(output.status.success(), "{output:?}");
@@ -527,5 +554,55 @@ fn an_s3_repository_takes_its_key_from_the_operator_and_verifies_tls() {
     assert_eq!(
         std::fs::read_to_string(out.join("backup-s3-ca.pem")).unwrap(),
         ca
+    );
+}
+
+#[test]
+fn every_db_node_serves_pgbackrest_to_the_other_db_nodes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, secrets) = backup_spec(dir.path(), "");
+    let out = dir.path().join("out");
+    let output = render("db", &spec, "10.0.0.120", &out, &secrets);
+    assert!(output.status.success(), "{output:?}");
+    let conf = std::fs::read_to_string(out.join("pgbackrest.conf")).unwrap();
+    let section = |name: &str| -> Vec<String> {
+        conf.split(&format!("[{name}]\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no [{name}] in:\n{conf}"))
+            .lines()
+            .take_while(|l| !l.starts_with('['))
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    // The server: the node's private address only, the node certificate,
+    // and the three db nodes of the example by their certificates' names.
+    assert_eq!(
+        section("global:server"),
+        [
+            "tls-server-address=10.0.0.120",
+            "tls-server-port=8432",
+            "tls-server-cert-file=/run/nodeimg/tls/node.crt",
+            "tls-server-key-file=/run/nodeimg/tls/node.key",
+            "tls-server-ca-file=/run/nodeimg/tls/ca.crt",
+            "tls-server-auth=db-postgres-01=keybuzz-pg17",
+            "tls-server-auth=db-postgres-02=keybuzz-pg17",
+            "tls-server-auth=db-postgres-03=keybuzz-pg17",
+        ]
+    );
+    // A backup taken here as a standby names the primary (pg2) on its
+    // command line: set here, every command would require a pg2.
+    assert!(!conf.lines().any(|l| l.starts_with("pg2-")), "{conf}");
+    let client = std::fs::read_to_string(out.join("tls/backup-client.crt")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(client.as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    assert_eq!(
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        "db-postgres-01"
     );
 }

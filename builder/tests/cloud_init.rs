@@ -45,14 +45,16 @@ struct Generated {
 }
 
 fn generate() -> Generated {
+    generate_with("")
+}
+
+/// The example spec with `extra` appended, its secrets and user-data.
+fn generate_with(extra: &str) -> Generated {
     loaded_images();
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().to_path_buf();
-    std::fs::copy(
-        repo().join("examples/cluster.toml"),
-        work.join("cluster.toml"),
-    )
-    .unwrap();
+    let spec = std::fs::read_to_string(repo().join("examples/cluster.toml")).unwrap();
+    std::fs::write(work.join("cluster.toml"), spec + extra).unwrap();
     let init = nodeimg(&["secrets", "init", "--cluster", "cluster.toml"], &work);
     assert!(init.status.success(), "{init:?}");
     let images = built_images_dir();
@@ -326,4 +328,50 @@ fn mistakes_are_refused_before_anything_is_written() {
         never.contains("never built") && never.contains("nodeimg build recipes/db.toml"),
         "{never}"
     );
+}
+
+#[test]
+fn a_posix_repository_is_bind_mounted_only_once_the_host_has_it_mounted() {
+    // The unmounted case is a folder of this host's disk; the mounted one
+    // /proc, which every Linux host mounts.
+    let unmounted = tempfile::tempdir().unwrap();
+    let unmounted = unmounted.path().to_str().unwrap().to_string();
+    let mut checks = Vec::new();
+    for path in [unmounted.as_str(), "/proc"] {
+        let generated = generate_with(&format!(
+            "\n[backup]\nrepository = \"posix\"\npath = \"{path}\"\n"
+        ));
+        let db = std::fs::read_to_string(generated.work.join("out/cloud-init/db-postgres-01.yaml"))
+            .unwrap();
+        assert!(db.contains(&format!("RequiresMountsFor={path}\n")), "{db}");
+        assert!(
+            db.contains(&format!("        -v {path}:{path} \\\n")),
+            "{db}"
+        );
+        // The repository's port joins the db ports the firewall guards.
+        assert!(
+            db.contains("tcp dport { 5432, 8008, 2379, 2380, 8432 } drop"),
+            "{db}"
+        );
+        let proxy =
+            std::fs::read_to_string(generated.work.join("out/cloud-init/haproxy-01.yaml")).unwrap();
+        assert!(!proxy.contains("RequiresMountsFor") && !proxy.contains(path));
+        let check = db
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("ExecStartPre=/bin/sh -c 'mountpoint"))
+            .map(|rest| format!("mountpoint{}", rest.strip_suffix('\'').unwrap()))
+            .expect("a mount check");
+        // The unit's own check, run by this host's shell.
+        checks.push(Command::new("sh").args(["-c", &check]).output().unwrap());
+    }
+    let refused = &checks[0];
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains(&format!(
+            "the backup repository {unmounted} ([backup] path) is not a mounted filesystem"
+        )),
+        "{said}"
+    );
+    assert!(checks[1].status.success(), "{:?}", checks[1]);
 }

@@ -5,11 +5,14 @@
 //! numbers; the one that creates the tick's claim key in etcd (a
 //! transaction that succeeds only while the key does not exist) runs it,
 //! so each tick runs once however many nodes try and whichever of them is
-//! primary. Backups run on the primary (this first version has no backup
-//! from a standby); a drill runs on a replica (on the only node of a
-//! one-member cluster), once the repository holds a backup. A run that fails gives its claim
-//! back after a minute, so it is retried (loudly) rather than lost until
-//! the next tick. The last result of each kind is kept under
+//! primary. Backups are taken on a streaming replica (a backup from the
+//! standby, `backup_standby`), so the primary carries none of the copying;
+//! the primary takes the tick itself only when no replica has claimed it
+//! within [`PRIMARY_GRACE`] (no healthy replica, or its backups fail), or
+//! in a one-member cluster. A drill runs on a replica too (on the only node
+//! of a one-member cluster), once the repository holds a backup. A run
+//! that fails gives its claim back after a minute, so it is retried
+//! (loudly) rather than lost until the next tick. The last result of each kind is kept under
 //! `<namespace><scope>/nodeimg-backup/last/<kind>` for `nodeimg backup
 //! status`.
 
@@ -19,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::backup::{self, pgbackrest_from};
 use crate::agent::backup_drill::{self, DrillSetup};
+use crate::agent::backup_standby;
 use crate::agent::etcd::Etcd;
 use crate::agent::https::ClientTls;
 use crate::agent::supervise::ProcessTable;
@@ -30,6 +34,11 @@ pub struct Schedule {
     pub etcd: String,
     pub tls: ClientTls,
     pub primary_url: String,
+    /// Patroni's `/replica` check with a lag bound: a replica that fails it
+    /// leaves backups to another one, or to the primary.
+    pub replica_url: String,
+    /// The node's pgbackrest.conf (how a standby reaches the primary).
+    pub config: String,
     pub full_every: Option<u64>,
     pub diff_every: Option<u64>,
     pub drill_every: Option<u64>,
@@ -92,6 +101,18 @@ pub fn mark_done(
     }
 }
 
+/// How long the primary leaves a due backup to the replicas before it
+/// takes it itself: a replica claims within seconds when it can, and
+/// retries a failed one after a minute.
+pub const PRIMARY_GRACE: Duration = Duration::from_secs(150);
+
+/// Where a backup is taken from: this node as a standby of `primary`
+/// (with the arguments that say so), or this node as the primary.
+enum BackupFrom {
+    Standby { primary: String, args: Vec<String> },
+    Primary,
+}
+
 pub fn start(schedule: Schedule, table: ProcessTable) {
     std::thread::spawn(move || run(schedule, table));
 }
@@ -112,14 +133,30 @@ fn run(schedule: Schedule, table: ProcessTable) {
     ];
     let mut done = std::collections::BTreeMap::new();
     let mut retry_after = std::collections::BTreeMap::new();
+    // When this node first saw each kind's tick due (the primary's grace).
+    let mut due_since: std::collections::BTreeMap<&str, (u64, std::time::Instant)> =
+        std::collections::BTreeMap::new();
     loop {
         std::thread::sleep(Duration::from_secs(5));
         let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-        let primary = agent
-            .get(&schedule.primary_url)
-            .call()
-            .is_ok_and(|r| r.status().as_u16() == 200);
+        let answers = |url: &str| {
+            agent
+                .get(url)
+                .call()
+                .is_ok_and(|r| r.status().as_u16() == 200)
+        };
+        let primary = answers(&schedule.primary_url);
+        let streaming_replica = !primary && answers(&schedule.replica_url);
         for (kind, tick_no) in due(now, &kinds, &done) {
+            let since = due_since
+                .entry(kind)
+                .and_modify(|seen| {
+                    if seen.0 != tick_no {
+                        *seen = (tick_no, std::time::Instant::now());
+                    }
+                })
+                .or_insert((tick_no, std::time::Instant::now()))
+                .1;
             if retry_after.get(kind).is_some_and(|at| now < *at) {
                 continue;
             }
@@ -128,15 +165,27 @@ fn run(schedule: Schedule, table: ProcessTable) {
                 .find(|(k, _)| *k == kind)
                 .and_then(|(_, e)| *e)
                 .unwrap_or(60);
-            // Backups on the primary; drills on a replica, so the primary
-            // carries none (a one-member cluster drills on its only node),
-            // and only once there is a backup to restore.
+            // Drills and backups on a replica, so the primary carries none
+            // (a one-member cluster runs both on its only node); drills
+            // once there is a backup to restore.
+            let mut from = BackupFrom::Primary;
             let mine = match kind {
                 "drill" => {
                     (!primary || !schedule.has_replicas)
                         && latest_backup(&schedule, &table).is_some()
                 }
-                _ => primary,
+                _ if primary => !schedule.has_replicas || since.elapsed() >= PRIMARY_GRACE,
+                _ if streaming_replica => match standby_source(&schedule, &etcd, &table) {
+                    Ok(standby) => {
+                        from = standby;
+                        true
+                    }
+                    Err(why) => {
+                        tracing::debug!("backup: not taking the {kind} backup here: {why}");
+                        false
+                    }
+                },
+                _ => false,
             };
             if !mine {
                 continue;
@@ -150,7 +199,7 @@ fn run(schedule: Schedule, table: ProcessTable) {
                 }
                 Err(_) => continue,
             }
-            let result = run_one(&schedule, kind, tick_no, &table);
+            let result = run_one(&schedule, kind, tick_no, &from, &table);
             let text = serde_json::to_string(&result).unwrap_or_default();
             let _ = etcd.put(
                 &format!("{}nodeimg-backup/last/{kind}", schedule.prefix),
@@ -176,7 +225,33 @@ fn run(schedule: Schedule, table: ProcessTable) {
     }
 }
 
-fn run_one(schedule: &Schedule, kind: &str, tick_no: u64, table: &ProcessTable) -> LastRun {
+/// On a streaming replica: whether a backup can be taken here, from this
+/// standby. It needs the stanza in the repository (the primary creates
+/// it), a client certificate, and the primary's address from the DCS.
+fn standby_source(
+    schedule: &Schedule,
+    etcd: &Etcd,
+    table: &ProcessTable,
+) -> Result<BackupFrom, String> {
+    if !repository_ready(schedule, table) {
+        return Err("the repository has no stanza yet".into());
+    }
+    let conf = std::fs::read_to_string(&schedule.config)
+        .map_err(|e| format!("cannot read {}: {e}", schedule.config))?;
+    let (primary, host) = backup_standby::primary_of(etcd, &schedule.prefix)?;
+    let args = backup_standby::standby_args(&conf, &host).ok_or(
+        "this node has no pgBackRest client certificate (secrets from before it: `nodeimg secrets update` issues one)",
+    )?;
+    Ok(BackupFrom::Standby { primary, args })
+}
+
+fn run_one(
+    schedule: &Schedule,
+    kind: &str,
+    tick_no: u64,
+    from: &BackupFrom,
+    table: &ProcessTable,
+) -> LastRun {
     let started_at = time::OffsetDateTime::now_utc().unix_timestamp();
     let started = std::time::Instant::now();
     let runner = |command| table.run(command);
@@ -185,21 +260,29 @@ fn run_one(schedule: &Schedule, kind: &str, tick_no: u64, table: &ProcessTable) 
         let result = backup_drill::drill(&schedule.drill, &schedule.me, latest, &runner);
         (result.ok, result.detail)
     } else {
-        let command = pgbackrest_from(
-            &schedule.drill.pgbackrest,
-            &[&format!("--type={kind}"), "backup"],
-            schedule.drill.postgres,
-        );
+        let kind_arg = format!("--type={kind}");
+        let (mut args, source) = match from {
+            BackupFrom::Standby { primary, args } => (
+                args.iter().map(String::as_str).collect::<Vec<_>>(),
+                format!("from this standby (primary {primary})"),
+            ),
+            BackupFrom::Primary => (Vec::new(), "on the primary".to_string()),
+        };
+        args.extend([kind_arg.as_str(), "backup"]);
+        let command = pgbackrest_from(&schedule.drill.pgbackrest, &args, schedule.drill.postgres);
         match table.run(command) {
             Ok(output) if output.code == 0 => {
                 let label = latest_backup(schedule, table).unwrap_or_default();
-                (true, format!("backup {label}"))
+                (true, format!("backup {label} {source}"))
             }
             Ok(output) => {
                 let reason = backup::failure_reason(&output);
                 (
                     false,
-                    format!("pgbackrest backup exited {}: {reason}", output.code),
+                    format!(
+                        "pgbackrest backup {source} exited {}: {reason}",
+                        output.code
+                    ),
                 )
             }
             Err(err) => (false, format!("cannot run pgbackrest: {err}")),
@@ -216,8 +299,8 @@ fn run_one(schedule: &Schedule, kind: &str, tick_no: u64, table: &ProcessTable) 
     }
 }
 
-/// The newest backup's label, from the repository.
-fn latest_backup(schedule: &Schedule, table: &ProcessTable) -> Option<String> {
+/// The stanza as the repository reports it.
+fn repository_info(schedule: &Schedule, table: &ProcessTable) -> Option<backup::RepositoryInfo> {
     let output = table
         .run(pgbackrest_from(
             &schedule.drill.pgbackrest,
@@ -232,8 +315,20 @@ fn latest_backup(schedule: &Schedule, table: &ProcessTable) -> Option<String> {
         .next()?
         .split_whitespace()
         .next()?;
-    let info = backup::parse_info(&output.stdout, stanza).ok()?;
-    info.backups.last().map(|b| b.label.clone())
+    backup::parse_info(&output.stdout, stanza).ok()
+}
+
+/// The newest backup's label, from the repository.
+fn latest_backup(schedule: &Schedule, table: &ProcessTable) -> Option<String> {
+    repository_info(schedule, table)?
+        .backups
+        .last()
+        .map(|b| b.label.clone())
+}
+
+/// The stanza exists: pgBackRest's status ok (0) or no valid backup (2).
+fn repository_ready(schedule: &Schedule, table: &ProcessTable) -> bool {
+    repository_info(schedule, table).is_some_and(|info| [0, 2].contains(&info.status_code))
 }
 
 #[cfg(test)]

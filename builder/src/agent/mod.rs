@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod backup_drill;
 pub mod backup_schedule;
+pub mod backup_standby;
 pub mod bootstrap_sql;
 pub mod etcd;
 pub mod etcd_membership;

@@ -29,6 +29,7 @@ pub struct Ports {
     pub haproxy_replicas: u16,
     pub haproxy_stats: u16,
     pub pgbouncer: u16,
+    pub pgbackrest: u16,
 }
 
 /// HAProxy's view of Patroni's REST API.
@@ -179,6 +180,17 @@ pub struct BackupView {
     pub command: String,
     pub sftp: Option<SftpView>,
     pub s3: Option<S3View>,
+    /// pgBackRest's TLS server on this node (any db node may be primary).
+    pub server: BackupServerView,
+}
+
+/// What pgBackRest's TLS server listens on and whom it answers: db nodes
+/// of the cluster, each by its client certificate's common name.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupServerView {
+    pub address: String,
+    pub port: u16,
+    pub clients: Vec<String>,
 }
 
 /// An s3 repository's bucket and the key the node signs requests with.
@@ -322,13 +334,20 @@ pub fn tls_files(
         text: text.to_string(),
         mode,
     };
-    Ok(vec![
+    let mut files = vec![
         file("ca.crt", &tls.trusted_bundle(), 0o644),
         file("node.crt", &own.cert, 0o644),
         file("node.key", &own.key, 0o600),
         file("etcd.key", &own.key, 0o600),
-    ])
+    ];
+    if let Some(pem) = &own.backup_client_cert {
+        files.push(file(BACKUP_CLIENT_CERT, pem, 0o644));
+    }
+    Ok(files)
 }
+
+/// A db node's pgBackRest client certificate, under `tls/`.
+pub const BACKUP_CLIENT_CERT: &str = "backup-client.crt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -510,6 +529,11 @@ impl NodeView {
                     }
                     None => None,
                 },
+                server: BackupServerView {
+                    address: me.ip.to_string(),
+                    port: spec.ports.pgbackrest,
+                    clients: spec.db_members.iter().map(|m| m.name.clone()).collect(),
+                },
             }),
             _ => None,
         };
@@ -558,6 +582,7 @@ impl NodeView {
                 haproxy_replicas: ports.haproxy_replicas,
                 haproxy_stats: ports.haproxy_stats,
                 pgbouncer: ports.pgbouncer,
+                pgbackrest: ports.pgbackrest,
             },
             health: HealthCheck::default(),
             patroni: PatroniTimings {

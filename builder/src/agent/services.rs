@@ -1,6 +1,7 @@
-//! The services a node's agent supervises (db: etcd then Patroni; haproxy:
-//! HAProxy and PgBouncer), the files and folders they need, and the
-//! agent's own background tasks (fencing, the leader's bootstrap SQL).
+//! The services a node's agent supervises (db: etcd, Patroni and with
+//! `[backup]` pgBackRest's TLS server; haproxy: HAProxy and PgBouncer), the
+//! files and folders they need, and the agent's own background tasks
+//! (fencing, the leader's bootstrap SQL, backups).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -157,8 +158,29 @@ fn db_services(node: &Node, accounts: &Accounts) -> anyhow::Result<Vec<ServiceSp
         // A primary's clean shutdown plus releasing the leader key.
         stop_timeout: Duration::from_secs(25),
     });
+    // With [backup]: pgBackRest's TLS server, on the node's private address
+    // only, for a replica's backup when this node is primary.
+    if let Some(backup) = &node.view.backup {
+        services.push(ServiceSpec {
+            name: PGBACKREST_SERVER.into(),
+            program: "/usr/bin/pgbackrest".into(),
+            args: vec![format!("--config={}", backup.config), "server".into()],
+            env: service_env("/var/lib/postgresql", &path),
+            uid: Some(postgres.0),
+            gid: Some(postgres.1),
+            workdir: Some("/var/lib/postgresql".into()),
+            stop_timeout: Duration::from_secs(5),
+        });
+    }
     Ok(services)
 }
+
+const PGBACKREST_SERVER: &str = "pgbackrest-server";
+
+/// A replica further behind than this leaves scheduled backups to another
+/// (a backup from a standby waits for it to replay the primary's start
+/// point).
+const REPLICA_LAG: &str = "64MB";
 
 fn haproxy_services(accounts: &Accounts) -> anyhow::Result<Vec<ServiceSpec>> {
     let path = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -347,6 +369,11 @@ pub fn start_background_tasks(node: &Node, accounts: &Accounts, table: &ProcessT
                         "https://{}:{}/primary",
                         node.me.ip, node.view.ports.patroni
                     ),
+                    replica_url: format!(
+                        "https://{}:{}/replica?lag={REPLICA_LAG}",
+                        node.me.ip, node.view.ports.patroni
+                    ),
+                    config: backup.config.clone(),
                     full_every,
                     diff_every,
                     drill_every,
@@ -394,6 +421,16 @@ pub fn reload_plan(role: Role, changed: &[String]) -> Vec<(String, Reload)> {
             }
             if any(&["patroni.yml", "tls/ca.crt", "tls/node.crt", "tls/node.key"]) {
                 plan.push(("patroni".to_string(), Reload::Signal(Signal::SIGHUP)));
+            }
+            // It reads its certificates and its clients' names at start; a
+            // backup it serves then fails and is retried a minute later.
+            if any(&[
+                "pgbackrest.conf",
+                "tls/ca.crt",
+                "tls/node.crt",
+                "tls/node.key",
+            ]) {
+                plan.push((PGBACKREST_SERVER.to_string(), Reload::Restart));
             }
         }
         Role::Haproxy => {

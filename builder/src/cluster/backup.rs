@@ -193,15 +193,15 @@ impl BackupSettings {
                 ),
             );
         }
-        if self
+        if !self
             .path
             .chars()
-            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
         {
             return fail(
                 "path",
                 format!(
-                    "{:?} must not hold spaces, quotes or backslashes (it goes into pgBackRest's configuration and archive_command)",
+                    "{:?} may hold only letters, digits, '/', '.', '_' and '-' (it goes into pgBackRest's configuration, archive_command and the host's systemd unit)",
                     self.path
                 ),
             );

@@ -265,6 +265,9 @@ pub struct PortSettings {
     pub haproxy_replicas: u16,
     pub haproxy_stats: u16,
     pub pgbouncer: u16,
+    /// pgBackRest's TLS server on db nodes with `[backup]`: a replica
+    /// backing up reaches the primary's PostgreSQL through it.
+    pub pgbackrest: u16,
 }
 
 impl Default for PortSettings {
@@ -279,6 +282,7 @@ impl Default for PortSettings {
             haproxy_replicas: 5001,
             haproxy_stats: 7000,
             pgbouncer: 6432,
+            pgbackrest: 8432,
         }
     }
 }
@@ -807,6 +811,7 @@ impl ClusterSpec {
             ports.haproxy_replicas,
             ports.haproxy_stats,
             ports.pgbouncer,
+            ports.pgbackrest,
         ];
         if all.iter().collect::<BTreeSet<_>>().len() != all.len() || all.contains(&0) {
             return fail("ports", "every port must be set and different".into());

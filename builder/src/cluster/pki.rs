@@ -8,6 +8,11 @@
 //! Every node certificate is valid for server and client use: etcd peers,
 //! Patroni and the agent talk to etcd with it, and it serves PostgreSQL,
 //! Patroni's REST API, etcd, HAProxy's and PgBouncer's listeners.
+//!
+//! A db node also gets a client-only certificate for the same key whose
+//! common name is the node's name: pgBackRest's TLS server authorises
+//! clients by that name (a replica backing up asks the primary for
+//! `pg_backup_start`). The node certificate keeps no common name.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -63,6 +68,11 @@ pub struct TlsSecrets {
 pub struct NodeCert {
     pub cert: String,
     pub key: String,
+    /// A db node's pgBackRest client certificate (CN = the node's name,
+    /// client use only, same key); none on proxies and in secrets written
+    /// before it existed (`nodeimg secrets update` adds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_client_cert: Option<String>,
 }
 
 impl TlsSecrets {
@@ -133,6 +143,14 @@ impl TlsSecrets {
                         .collect::<std::collections::BTreeSet<_>>()
                 });
             if current.as_ref() == Some(&expected) {
+                if role == Role::Db
+                    && let Some(own) = self.nodes.get_mut(&name)
+                    && own.backup_client_cert.is_none()
+                {
+                    let key = KeyPair::from_pem(&own.key)?;
+                    own.backup_client_cert = Some(backup_client(&issuer, &name, &key, node_days)?);
+                    issued.push(name);
+                }
                 continue;
             }
             let cert = issue(&issuer, spec, role, &name, ip, node_days)?;
@@ -279,10 +297,37 @@ fn issue(
     params.serial_number = Some(random_serial());
     validity(&mut params, days);
     let cert = params.signed_by(&key, issuer)?;
+    let backup_client_cert = match role {
+        Role::Db => Some(backup_client(issuer, name, &key, days)?),
+        Role::Haproxy => None,
+    };
     Ok(NodeCert {
         cert: cert.pem(),
         key: key.serialize_pem(),
+        backup_client_cert,
     })
+}
+
+/// The client certificate pgBackRest's TLS server knows a db node by: its
+/// name as the common name (`tls-server-auth` matches it), for client
+/// authentication only, on the node's own key.
+fn backup_client(
+    issuer: &Issuer<'_, KeyPair>,
+    name: &str,
+    key: &KeyPair,
+    days: u32,
+) -> Result<String, PkiError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "nodeimg");
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    validity(&mut params, days);
+    Ok(params.signed_by(key, issuer)?.pem())
 }
 
 /// What `secrets show` reports of one certificate.
@@ -368,6 +413,9 @@ pub fn inventory(tls: &TlsSecrets, now: OffsetDateTime) -> Result<Vec<CertInfo>,
     }
     for (name, node) in &tls.nodes {
         all.push(inspect(name, &node.cert, now)?);
+        if let Some(pem) = &node.backup_client_cert {
+            all.push(inspect(&format!("{name} (backup client)"), pem, now)?);
+        }
     }
     Ok(all)
 }
@@ -423,6 +471,51 @@ mod tests {
             .verify_signature(Some(ca_x509.public_key()))
             .unwrap();
         assert_ne!(db.serial, proxy.serial);
+    }
+
+    #[test]
+    fn db_nodes_get_a_backup_client_certificate_named_by_its_common_name() {
+        let spec = spec();
+        let mut tls = TlsSecrets::generate(&spec, CA_DAYS, NODE_DAYS).unwrap();
+        let db = &tls.nodes["db-postgres-01"];
+        let pem = db.backup_client_cert.as_ref().expect("a db node has one");
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let client = block.parse_x509().unwrap();
+        let cn: Vec<_> = client
+            .subject()
+            .iter_common_name()
+            .map(|cn| cn.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cn, ["db-postgres-01"]);
+        let usage = client.extended_key_usage().unwrap().unwrap().value;
+        assert!(usage.client_auth && !usage.server_auth);
+        // Same key as the node certificate, signed by the CA.
+        let (_, node_block) = x509_parser::pem::parse_x509_pem(db.cert.as_bytes()).unwrap();
+        let node = node_block.parse_x509().unwrap();
+        assert_eq!(client.public_key().raw, node.public_key().raw);
+        let (_, ca_block) = x509_parser::pem::parse_x509_pem(tls.ca_cert.as_bytes()).unwrap();
+        let ca = ca_block.parse_x509().unwrap();
+        client.verify_signature(Some(ca.public_key())).unwrap();
+        // The node certificate itself keeps no common name.
+        assert_eq!(node.subject().iter_common_name().count(), 0);
+        assert!(tls.nodes["haproxy-01"].backup_client_cert.is_none());
+        // Secrets from before it existed get one from `secrets update`.
+        let before = tls.nodes["db-postgres-02"].clone();
+        tls.nodes
+            .get_mut("db-postgres-02")
+            .unwrap()
+            .backup_client_cert = None;
+        let (issued, _) = tls.sync_members(&spec, NODE_DAYS).unwrap();
+        assert_eq!(issued, ["db-postgres-02"]);
+        let after = &tls.nodes["db-postgres-02"];
+        assert_eq!((&after.cert, &after.key), (&before.cert, &before.key));
+        assert!(after.backup_client_cert.is_some());
+        let names: Vec<String> = inventory(&tls, OffsetDateTime::now_utc())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert!(names.contains(&"db-postgres-02 (backup client)".to_string()));
     }
 
     #[test]

@@ -28,11 +28,11 @@ struct NodeBackup {
 }
 
 /// The stanza's section of a pgbackrest.conf: not [global] nor a
-/// command's [global:restore].
+/// command's section ([global:restore], [<stanza>:backup]).
 fn stanza_of(text: &str) -> Option<&str> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
-        .find(|name| *name != "global" && !name.starts_with("global:"))
+        .find(|name| *name != "global" && !name.contains(':'))
 }
 
 fn locate(config: &Path) -> anyhow::Result<NodeBackup> {
@@ -116,8 +116,8 @@ fn psql_path() -> String {
 }
 
 /// The cluster's etcd as this node's Patroni reaches it (its rendered
-/// configuration names the hosts, the CA and the client certificate), and
-/// where the backup schedule keeps its results.
+/// configuration names the hosts, the CA and the client certificate), the
+/// cluster's prefix there (`/nodeimg/<cluster>/`) and this node's name.
 fn dcs(patroni_yml: &Path) -> anyhow::Result<(Etcd, String, String)> {
     let text = std::fs::read_to_string(patroni_yml)
         .with_context(|| format!("cannot read {}", patroni_yml.display()))?;
@@ -141,7 +141,7 @@ fn dcs(patroni_yml: &Path) -> anyhow::Result<(Etcd, String, String)> {
         key: text_of(&etcd3["key"]).unwrap_or_default(),
     };
     let prefix = format!(
-        "{}{}/nodeimg-backup/last/",
+        "{}{}/",
         text_of(&yaml["namespace"]).unwrap_or_else(|| "/nodeimg/".into()),
         text_of(&yaml["scope"]).unwrap_or_default()
     );
@@ -149,10 +149,13 @@ fn dcs(patroni_yml: &Path) -> anyhow::Result<(Etcd, String, String)> {
     Ok((etcd, prefix, text_of(&yaml["name"]).unwrap_or_default()))
 }
 
+/// Under the cluster's prefix: the schedule's last result of each kind.
+const LAST_RUNS: &str = "nodeimg-backup/last/";
+
 fn last_runs(patroni_yml: &Path) -> anyhow::Result<Vec<LastRun>> {
     let (etcd, prefix, _) = dcs(patroni_yml)?;
     Ok(etcd
-        .entries_under(&prefix)
+        .entries_under(&format!("{prefix}{LAST_RUNS}"))
         .map_err(anyhow::Error::msg)?
         .into_iter()
         .filter_map(|(_, value)| serde_json::from_str(&value).ok())
@@ -259,7 +262,7 @@ pub fn status(config: &Path, patroni_yml: &Path, json: bool) -> anyhow::Result<i
                 last.label,
                 last.repository_size
             ),
-            None => println!("backups: none yet (`nodeimg backup now` on the primary)"),
+            None => println!("backups: none yet (`nodeimg backup now` takes one)"),
         }
         match &status.archive {
             Some(a) => println!(
@@ -315,17 +318,36 @@ pub fn list(config: &Path, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Takes a backup now, on this node, which must be the primary.
-pub fn now(config: &Path, kind: &str) -> anyhow::Result<i32> {
+/// Takes a backup now, on this node: on a replica, a backup from this
+/// standby (the files copied from here, the primary named by the DCS);
+/// on the primary, from the primary.
+pub fn now(config: &Path, patroni_yml: &Path, kind: &str) -> anyhow::Result<i32> {
     let node = locate(config)?;
-    if !node.is_primary()? {
-        bail!(
-            "this node is a replica: run `nodeimg backup now` on the primary (`patronictl list` names it)"
+    let mut args = Vec::new();
+    if node.is_primary()? {
+        eprintln!(
+            "backup: a {kind} backup of stanza {} starting on the primary",
+            node.stanza
+        );
+    } else {
+        let (etcd, prefix, _) = dcs(patroni_yml)?;
+        let (primary, host) = crate::agent::backup_standby::primary_of(&etcd, &prefix)
+            .map_err(|e| anyhow::anyhow!("cannot back up from this replica: {e}"))?;
+        let conf = std::fs::read_to_string(config)
+            .with_context(|| format!("cannot read {}", config.display()))?;
+        args = crate::agent::backup_standby::standby_args(&conf, &host).context(
+            "this replica has no pgBackRest client certificate (its secrets predate it): run `nodeimg secrets update` and reload the node, or run this on the primary",
+        )?;
+        eprintln!(
+            "backup: a {kind} backup of stanza {} starting from this standby (primary {primary} at {host})",
+            node.stanza
         );
     }
-    eprintln!("backup: a {kind} backup of stanza {} starting", node.stanza);
+    let kind_arg = format!("--type={kind}");
+    args.extend([kind_arg, "backup".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let status = node
-        .pgbackrest(&[&format!("--type={kind}"), "backup"])
+        .pgbackrest(&args)
         .status()
         .context("cannot run pgbackrest")?;
     if !status.success() {
@@ -386,7 +408,7 @@ pub fn drill(config: &Path, patroni_yml: &Path, json: bool) -> anyhow::Result<i3
     };
     if let Ok((etcd, prefix, _)) = &dcs {
         let _ = etcd.put(
-            &format!("{prefix}drill"),
+            &format!("{prefix}{LAST_RUNS}drill"),
             &serde_json::to_string(&record).unwrap_or_default(),
         );
     }
@@ -410,5 +432,7 @@ mod tests {
         let conf = "[global]\nrepo1-type=s3\n\n[global:restore]\nprocess-max=4\n\n[keybuzz]\npg1-path=/d\n";
         assert_eq!(super::stanza_of(conf), Some("keybuzz"));
         assert_eq!(super::stanza_of("[global]\n[global:restore]\n"), None);
+        let conf = "[global]\n[keybuzz:backup]\npg2-host-type=tls\n[global:server]\n[keybuzz]\n";
+        assert_eq!(super::stanza_of(conf), Some("keybuzz"));
     }
 }

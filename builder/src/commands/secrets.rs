@@ -154,7 +154,9 @@ pub struct RotateOptions<'a> {
 pub fn rotate(options: &RotateOptions) -> anyhow::Result<()> {
     let spec = ClusterSpec::load(options.cluster)?;
     let mut secrets = Secrets::read(options.secrets)?;
-    let added = secrets.fill_missing(&spec)?;
+    let mut added = secrets.fill_missing(&spec)?;
+    // A bucket key the provider rotated rides along with the certificates.
+    added.extend(take_s3_credentials(&spec, &mut secrets)?);
     let what = match secrets.tls.as_mut() {
         None => {
             secrets.tls = Some(TlsSecrets::generate(

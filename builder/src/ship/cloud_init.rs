@@ -11,8 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
+use crate::cluster::backup::RepositoryKind;
 use crate::cluster::secrets::Secrets;
-use crate::cluster::{ClusterSpec, Member, Role};
+use crate::cluster::{ClusterSpec, Dcs, Member, Role};
 use crate::ship::host_runtime::HostRuntime;
 
 /// Hetzner's limit on `user_data`, after any encoding.
@@ -78,6 +79,9 @@ struct Context<'a> {
     /// What apt installs on the host, pinned (`ship::host_runtime`).
     runtime: &'a HostRuntime,
     data_dir: &'a str,
+    /// A db node's posix backup repository: a shared filesystem the host
+    /// mounts at this path, bind-mounted into the container.
+    posix_repository: Option<&'a str>,
     allow_root_disk: bool,
     cluster_toml_gz: String,
     /// None when the secrets reach the node another way (a bundle made
@@ -123,7 +127,16 @@ pub enum Target<'a> {
 fn role_ports(spec: &ClusterSpec, role: Role) -> Vec<u16> {
     let p = &spec.ports;
     match role {
-        Role::Db => vec![p.postgres, p.patroni, p.etcd_client, p.etcd_peer],
+        Role::Db => {
+            let mut ports = vec![p.postgres, p.patroni, p.etcd_client, p.etcd_peer];
+            if spec.cluster.dcs == Dcs::Raft {
+                ports.push(p.raft);
+            }
+            if spec.backup.is_some() {
+                ports.push(p.pgbackrest);
+            }
+            ports
+        }
         Role::Haproxy => vec![
             p.haproxy_primary,
             p.haproxy_replicas,
@@ -198,6 +211,11 @@ pub fn render(
         bundle_dir,
         runtime,
         data_dir: &spec.hosts.data_dir,
+        posix_repository: spec
+            .backup
+            .as_ref()
+            .filter(|b| role == Role::Db && b.repository == RepositoryKind::Posix)
+            .map(|b| b.path.as_str()),
         allow_root_disk: spec.hosts.allow_root_disk,
         cluster_toml_gz: gzip_base64(spec_text.as_bytes()),
         secrets_gz: node_secrets.map(|text| gzip_base64(text.as_bytes())),
@@ -278,6 +296,7 @@ mod tests {
                 packages: vec![],
             })),
             data_dir: "/d",
+            posix_repository: None,
             allow_root_disk: false,
             cluster_toml_gz: "c".repeat(100),
             secrets_gz: Some("s".repeat(secrets)),

@@ -74,13 +74,62 @@ pub fn superuser_sql_in(network: &Network, node: &str, database: &str, sql: &str
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-/// Waits for the schedule's first full backup to be done on `leader`.
-pub fn wait_first_scheduled_full(network: &Network, leader: &str, limit: Duration) {
+/// Each tick of the schedule's `kind` (full, diff, drill) seen done in the
+/// db nodes' logs, with the nodes that ran it.
+pub fn scheduled_ticks(
+    network: &Network,
+    kind: &str,
+) -> std::collections::BTreeMap<u64, Vec<String>> {
+    let mut ticks: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    let marker = format!("backup: scheduled {kind} (tick ");
+    for node in ["db-1", "db-2", "db-3"] {
+        let Ok(output) = Command::new("docker")
+            .args(["logs", &container_of(network, node)])
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        for line in text.lines() {
+            if let Some(rest) = line.split(&marker).nth(1)
+                && line.contains(") done on this node")
+                && let Some(tick) = rest.split(')').next().and_then(|t| t.parse().ok())
+            {
+                ticks.entry(tick).or_default().push(node.to_string());
+            }
+        }
+    }
+    ticks
+}
+
+/// Waits for the schedule's first full backup, and checks it ran once, on
+/// a replica (not `leader`), as a backup from that standby: the DCS's
+/// record of it says so. Returns the replica that took it.
+pub fn wait_first_scheduled_full(network: &Network, leader: &str, limit: Duration) -> String {
     wait_until("the first scheduled full backup", limit, || {
-        logs(network, leader).lines().any(|l| {
-            l.contains("backup: scheduled full (tick") && l.contains(") done on this node")
-        })
+        !scheduled_ticks(network, "full").is_empty()
     });
+    let ticks = scheduled_ticks(network, "full");
+    let (tick, nodes) = ticks.iter().next().unwrap();
+    assert_eq!(nodes.len(), 1, "full backup tick {tick} ran on {nodes:?}");
+    assert_ne!(
+        &nodes[0], leader,
+        "the scheduled full backup ran on the primary"
+    );
+    let status = status_json(network, leader).expect("backup status prints JSON");
+    let record = status["last_runs"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["kind"] == "full"))
+        .unwrap_or_else(|| panic!("no full backup in the DCS: {status:#}"));
+    assert_eq!(record["node"], nodes[0].as_str(), "{record:#}");
+    assert!(
+        record["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("from this standby (primary {leader})"))),
+        "{record:#}"
+    );
+    nodes[0].clone()
 }
 
 /// The schedule of a benchmark's cluster: nothing runs by itself.
