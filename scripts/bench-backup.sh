@@ -2,9 +2,10 @@
 # Backup and restore over sftp and s3 (builder/tests/backup_sftp.rs and
 # backup_s3.rs, ignored in CI): a real OpenSSH server or a real S3 server
 # (Ceph's radosgw) and a 3 db node cluster on Docker, a
-# `pgbench -i -s SCALE` database, then hyperfine times full backups from
-# the primary (compressed zst, encrypted) and restore drills on a replica
-# (restore of the latest backup, recovery, a check query, cleanup).
+# `pgbench -i -s SCALE` database, then hyperfine times full backups on
+# the primary and from a standby (what the schedule takes; compressed zst,
+# encrypted) and restore drills on a replica (restore of the latest
+# backup, recovery, a check query, cleanup).
 # Usage: bash scripts/bench-backup.sh [SCALE] [RUNS] [KINDS]
 #        (default 100 3 "sftp s3")
 set -euo pipefail
@@ -22,7 +23,7 @@ done
 KINDS="$kinds" python3 - <<'PY'
 import json, os
 for kind in os.environ["KINDS"].split():
-    for step in ["full", "drill"]:
+    for step in ["full", "full-standby", "drill"]:
         r = json.load(open(f"target/bench/backup-{step}-{kind}.json"))["results"][0]
         print(f"{step} over {kind}: median {r['median']:.1f} s (min {r['min']:.1f}, max {r['max']:.1f}, {len(r['times'])} runs)")
     last = json.load(open(f"target/bench/backup-list-{kind}.json"))[-1]

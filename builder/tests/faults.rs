@@ -34,7 +34,7 @@ use support::images::{loaded_images, run};
 const PREFIX: &str = "172.31.244";
 
 fn db_ip(node: &str) -> String {
-    format!("{PREFIX}.{}", 10 + node[3..].parse::<u8>().unwrap())
+    format!("{PREFIX}.{}", db_host(node))
 }
 
 fn start_db(network: &Network, image: &str, node: &str) {

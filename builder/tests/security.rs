@@ -205,7 +205,7 @@ fn a_stranger_gets_nothing_clients_verify_everything_and_rotation_keeps_serving(
         || healthy(&network),
     );
     let (leader, replicas) = roles(&network).unwrap();
-    let leader_ip = format!("{PREFIX}.{}", 10 + leader[3..].parse::<u8>().unwrap());
+    let leader_ip = network.ip(db_host(&leader));
 
     // A stranger inside cluster.cidr.
     let probes = stranger(

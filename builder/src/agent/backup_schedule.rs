@@ -106,6 +106,34 @@ pub fn mark_done(
 /// retries a failed one after a minute.
 pub const PRIMARY_GRACE: Duration = Duration::from_secs(150);
 
+/// What this node does about a due backup.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BackupRole {
+    /// Try to take it from this standby.
+    Standby,
+    /// Take it on this node, the primary.
+    Primary,
+    /// Leave it to another node.
+    None,
+}
+
+/// A streaming replica takes a due backup; the primary only in a
+/// one-member cluster, or once the replicas have left it unclaimed for
+/// [`PRIMARY_GRACE`]; any other node (a replica lagging or not running)
+/// leaves it.
+pub fn backup_role(
+    primary: bool,
+    streaming_replica: bool,
+    has_replicas: bool,
+    due_for: Duration,
+) -> BackupRole {
+    match (primary, streaming_replica) {
+        (true, _) if !has_replicas || due_for >= PRIMARY_GRACE => BackupRole::Primary,
+        (false, true) => BackupRole::Standby,
+        _ => BackupRole::None,
+    }
+}
+
 /// Where a backup is taken from: this node as a standby of `primary`
 /// (with the arguments that say so), or this node as the primary.
 enum BackupFrom {
@@ -174,18 +202,25 @@ fn run(schedule: Schedule, table: ProcessTable) {
                     (!primary || !schedule.has_replicas)
                         && latest_backup(&schedule, &table).is_some()
                 }
-                _ if primary => !schedule.has_replicas || since.elapsed() >= PRIMARY_GRACE,
-                _ if streaming_replica => match standby_source(&schedule, &etcd, &table) {
-                    Ok(standby) => {
-                        from = standby;
-                        true
-                    }
-                    Err(why) => {
-                        tracing::debug!("backup: not taking the {kind} backup here: {why}");
-                        false
-                    }
+                _ => match backup_role(
+                    primary,
+                    streaming_replica,
+                    schedule.has_replicas,
+                    since.elapsed(),
+                ) {
+                    BackupRole::Primary => true,
+                    BackupRole::Standby => match standby_source(&schedule, &etcd, &table) {
+                        Ok(standby) => {
+                            from = standby;
+                            true
+                        }
+                        Err(why) => {
+                            tracing::debug!("backup: not taking the {kind} backup here: {why}");
+                            false
+                        }
+                    },
+                    BackupRole::None => false,
                 },
-                _ => false,
             };
             if !mine {
                 continue;
@@ -335,6 +370,19 @@ fn repository_ready(schedule: &Schedule, table: &ProcessTable) -> bool {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn replicas_take_backups_and_the_primary_only_when_none_did() {
+        let now = Duration::ZERO;
+        let late = PRIMARY_GRACE;
+        assert_eq!(backup_role(false, true, true, now), BackupRole::Standby);
+        assert_eq!(backup_role(true, false, true, now), BackupRole::None);
+        assert_eq!(backup_role(true, false, true, late), BackupRole::Primary);
+        // A one-member cluster backs up on its only node at once.
+        assert_eq!(backup_role(true, false, false, now), BackupRole::Primary);
+        // A replica lagging (or stopped) leaves it to the others.
+        assert_eq!(backup_role(false, false, true, late), BackupRole::None);
+    }
 
     #[test]
     fn ticks_divide_the_clock_by_the_interval() {

@@ -138,9 +138,10 @@ pub const BENCH_SCHEDULE: &str =
 
 /// The backup benchmark (scripts/bench-backup.sh), on a started 3-db
 /// cluster: a `pgbench -i -s $NODEIMG_BENCH_SCALE` database (default 100,
-/// about 1.5 GB), then hyperfine times full backups from the primary and
-/// drills (restore of the latest backup, recovery, check) on a replica.
-/// Results as hyperfine JSON in target/bench/backup-{full,drill}-`kind`.json.
+/// about 1.5 GB), then hyperfine times full backups on the primary, full
+/// backups from a standby (what the schedule takes) and drills (restore of
+/// the latest backup, recovery, check) on a replica. Results as hyperfine
+/// JSON in target/bench/backup-{full,full-standby,drill}-`kind`.json.
 pub fn bench_backup_and_drill(network: &Network, kind: &str) {
     let scale: u32 = std::env::var("NODEIMG_BENCH_SCALE")
         .ok()
@@ -202,6 +203,11 @@ pub fn bench_backup_and_drill(network: &Network, kind: &str) {
             .arg(&command));
     };
     hyperfine(&format!("full-{kind}"), &leader, "now --type full");
+    hyperfine(
+        &format!("full-standby-{kind}"),
+        &replicas[0],
+        "now --type full",
+    );
     hyperfine(&format!("drill-{kind}"), &replicas[0], "drill");
     let (_, list, _) = backup(network, &leader, &["list", "--json"]);
     std::fs::write(out.join(format!("backup-list-{kind}.json")), &list).unwrap();
