@@ -26,6 +26,8 @@ for kind in os.environ["KINDS"].split():
     for step in ["full", "full-standby", "drill"]:
         r = json.load(open(f"target/bench/backup-{step}-{kind}.json"))["results"][0]
         print(f"{step} over {kind}: median {r['median']:.1f} s (min {r['min']:.1f}, max {r['max']:.1f}, {len(r['times'])} runs)")
+    for name, cost in json.load(open(f"target/bench/backup-cpu-{kind}.json")).items():
+        print(f"{name}: primary {cost['primary_cpu_seconds_per_backup']} CPU s per backup, the node that ran it {cost['runner_cpu_seconds_per_backup']} CPU s (primary idle {cost['primary_idle_cpu_per_second']} CPU s/s, subtracted)")
     last = json.load(open(f"target/bench/backup-list-{kind}.json"))[-1]
     print(f"last {kind} backup:", {k: last.get(k) for k in ("label", "kind", "size", "repository_size")})
 PY

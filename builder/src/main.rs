@@ -538,7 +538,7 @@ enum Command {
     /// Examples:
     ///   docker exec <db container> nodeimg backup status
     ///   docker exec <db container> nodeimg backup list --json
-    ///   docker exec <primary container> nodeimg backup now --type full
+    ///   docker exec <replica container> nodeimg backup now --type full   # from that standby
     ///   docker exec <db container> nodeimg backup drill
     #[command(subcommand, verbatim_doc_comment)]
     Backup(BackupCommand),
@@ -551,7 +551,8 @@ enum Command {
     /// name), renders its configuration 0600 under /run/nodeimg from the
     /// image's templates, and supervises the role's services: db runs etcd
     /// then Patroni (and creates the spec's users and databases on the
-    /// leader); haproxy runs HAProxy and PgBouncer. SIGTERM stops them in
+    /// leader), with `[backup]` also pgBackRest's TLS server and the backup
+    /// schedule; haproxy runs HAProxy and PgBouncer. SIGTERM stops them in
     /// reverse order, so Patroni hands over the leader lock first.
     ///
     /// Secrets come from --secrets (default /run/secrets/nodeimg.toml when

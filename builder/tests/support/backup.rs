@@ -202,16 +202,60 @@ pub fn bench_backup_and_drill(network: &Network, kind: &str) {
             .arg(out.join(format!("backup-{name}.json")))
             .arg(&command));
     };
-    hyperfine(&format!("full-{kind}"), &leader, "now --type full");
-    hyperfine(
-        &format!("full-standby-{kind}"),
-        &replicas[0],
-        "now --type full",
-    );
+    // What each way of backing up costs the primary: CPU seconds its
+    // container used per backup, less what it uses idle in as long.
+    let runs_n: f64 = runs.parse().unwrap_or(3.0);
+    let idle_started = std::time::Instant::now();
+    let idle_before = cpu_seconds(network, &leader);
+    std::thread::sleep(Duration::from_secs(20));
+    let idle_rate =
+        (cpu_seconds(network, &leader) - idle_before) / idle_started.elapsed().as_secs_f64();
+    let mut cost = serde_json::Map::new();
+    for (name, node) in [
+        (format!("full-{kind}"), &leader),
+        (format!("full-standby-{kind}"), &replicas[0]),
+    ] {
+        let started = std::time::Instant::now();
+        let (primary, runner) = (cpu_seconds(network, &leader), cpu_seconds(network, node));
+        hyperfine(&name, node, "now --type full");
+        let seconds = started.elapsed().as_secs_f64();
+        let per_run = |used: f64| ((used - idle_rate * seconds) / runs_n * 10.0).round() / 10.0;
+        cost.insert(
+            name,
+            serde_json::json!({
+                "primary_cpu_seconds_per_backup": per_run(cpu_seconds(network, &leader) - primary),
+                "runner_cpu_seconds_per_backup": per_run(cpu_seconds(network, node) - runner),
+                "primary_idle_cpu_per_second": (idle_rate * 1000.0).round() / 1000.0,
+            }),
+        );
+    }
+    eprintln!("CPU per backup: {cost:#?}");
+    std::fs::write(
+        out.join(format!("backup-cpu-{kind}.json")),
+        serde_json::to_string_pretty(&cost).unwrap(),
+    )
+    .unwrap();
     hyperfine(&format!("drill-{kind}"), &replicas[0], "drill");
     let (_, list, _) = backup(network, &leader, &["list", "--json"]);
     std::fs::write(out.join(format!("backup-list-{kind}.json")), &list).unwrap();
     eprintln!("database: {size}\nbackups: {list}");
+}
+
+/// CPU seconds `node`'s container has used, from its cgroup (v2's
+/// cpu.stat, or v1's cpuacct.usage).
+fn cpu_seconds(network: &Network, node: &str) -> f64 {
+    const SCRIPT: &str = "import os\nif os.path.exists('/sys/fs/cgroup/cpu.stat'):\n    print(int([l.split()[1] for l in open('/sys/fs/cgroup/cpu.stat') if l.startswith('usage_usec')][0]) / 1e6)\nelse:\n    print(int(open('/sys/fs/cgroup/cpuacct/cpuacct.usage').read()) / 1e9)";
+    let output = run(Command::new("docker").args([
+        "exec",
+        &container_of(network, node),
+        "python3",
+        "-c",
+        SCRIPT,
+    ]));
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse::<f64>()
+        .expect("the container's CPU seconds")
 }
 
 /// proxy-1 (.21) in front of the started db nodes; once the cluster is
