@@ -148,13 +148,20 @@ fn backups_follow_failover_and_rebuild_a_blank_node_from_the_repository() {
             new_leader != leader
         })
     });
-    psql(
-        &network.ip(21),
-        5000,
-        "appdb",
-        "insert into rows select g, 'after the failover' from generate_series(1501, 2000) g",
-    )
-    .unwrap();
+    // HAProxy routes to the new primary once its health check says so.
+    wait_until(
+        "a write through the proxy after the failover",
+        Duration::from_secs(60),
+        || {
+            psql(
+                &network.ip(21),
+                5000,
+                "appdb",
+                "insert into rows select g, 'after the failover' from generate_series(1501, 2000) g on conflict do nothing",
+            )
+            .is_ok()
+        },
+    );
     superuser_sql(&network, &new_leader, "select pg_switch_wal()");
     // The new primary archives on its own timeline.
     wait_until(
