@@ -471,5 +471,9 @@ fn a_stranger_gets_nothing_clients_verify_everything_and_rotation_keeps_serving(
         psql(&network.ip(22), 6432, "appdb", "select 1").unwrap(),
         "1"
     );
-    assert!(healthy(&network));
+    // Whole again: replicas that reconnected with the new certificates
+    // stream, and PgBouncer answers on both proxies.
+    wait_until("the rotated cluster whole", Duration::from_secs(60), || {
+        healthy(&network)
+    });
 }
