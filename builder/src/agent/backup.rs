@@ -34,6 +34,14 @@ pub fn pgbackrest_from(command_line: &str, args: &[&str], postgres: (u32, u32)) 
     command
 }
 
+/// The first `key=value` of a rendered pgbackrest.conf (every key it
+/// renders appears once).
+pub fn conf_value(conf: &str, key: &str) -> Option<String> {
+    conf.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
 /// PostgreSQL's view of WAL archiving (`pg_stat_archiver`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Archiver {

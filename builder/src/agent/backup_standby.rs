@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use crate::agent::backup::conf_value;
 use crate::agent::etcd::Etcd;
 use crate::agent::render::BACKUP_CLIENT_CERT;
 
@@ -45,11 +46,7 @@ pub fn host_of_member(json: &str) -> Option<String> {
 /// certificate (its secrets predate it), so the caller leaves the backup
 /// to the primary.
 pub fn standby_args(conf: &str, primary_host: &str) -> Option<Vec<String>> {
-    let value = |key: &str| {
-        conf.lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-    };
+    let value = |key: &str| conf_value(conf, key);
     let key = value("tls-server-key-file")?;
     let client_cert = Path::new(&key).with_file_name(BACKUP_CLIENT_CERT);
     if !client_cert.exists() {

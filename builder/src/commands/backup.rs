@@ -28,7 +28,7 @@ struct NodeBackup {
 }
 
 /// The stanza's section of a pgbackrest.conf: not [global] nor a
-/// command's section ([global:restore], [<stanza>:backup]).
+/// command's section ([global:restore], [global:server], [<stanza>:<command>]).
 fn stanza_of(text: &str) -> Option<&str> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
@@ -45,11 +45,7 @@ fn locate(config: &Path) -> anyhow::Result<NodeBackup> {
     let stanza = stanza_of(&text)
         .with_context(|| format!("{} names no stanza", config.display()))?
         .to_string();
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-    };
+    let value = |key: &str| crate::agent::backup::conf_value(&text, key);
     let postgres = nix::unistd::User::from_name("postgres")
         .ok()
         .flatten()
