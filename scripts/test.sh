@@ -36,6 +36,9 @@ if [ "${#need[@]}" -gt 0 ]; then
     extra=()
     command -v qemu-img >/dev/null 2>&1 || extra+=(qemu-utils)
     as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git nftables curl gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman qemu-system-x86 mmdebstrap genisoimage socat xfsprogs "${extra[@]}"
+    # A backported qemu-utils breaks Debian's older qemu-system-common, so
+    # installing qemu-system-x86 removes it: put Debian's qemu-utils back.
+    command -v qemu-img >/dev/null 2>&1 || as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends qemu-utils
 fi
 
 cargo fmt --all -- --check
