@@ -309,10 +309,11 @@ pub fn one_line(message: &str) -> String {
     match request {
         Some(request) => out + &format!(" [{request}]"),
         None if out == first => {
-            // Not an HTTP failure: keep every line, joined.
+            // Not an HTTP failure: keep every line, joined (a line's own
+            // closing ':' would read as ': /').
             message
                 .lines()
-                .map(str::trim)
+                .map(|line| line.trim().trim_end_matches(':').trim_end())
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join(" / ")
@@ -413,5 +414,11 @@ mod tests {
         );
         assert_eq!(one_line("plain"), "plain");
         assert_eq!(one_line("two\nlines"), "two / lines");
+        // What pgBackRest 2.55 said of a repository overwritten with garbage.
+        let garbage = "[FormatError] unable to load info file '/repo/backup/old/backup.info':\nFormatError: key/value found outside of section at line 1: JdGARBAGE\nHINT: has a stanza-create been performed?";
+        assert_eq!(
+            one_line(garbage),
+            "[FormatError] unable to load info file '/repo/backup/old/backup.info' / FormatError: key/value found outside of section at line 1: JdGARBAGE / HINT: has a stanza-create been performed?"
+        );
     }
 }
