@@ -43,35 +43,4 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked --no-run
-
-# Two lanes. The qemu guests (guest_boot.rs: TCG, CPU-bound) and the
-# fresh-clone release build (setup.rs) run at the lowest CPU and I/O
-# priority beside the other tests, which mostly wait on Patroni, etcd and
-# the network: the background lane takes the CPU they leave idle, and
-# their timings keep the CPU they need.
-background=(guest_boot setup)
-background_log=target/test-background.log
-mkdir -p target
-tests=()
-for file in builder/tests/*.rs; do
-    name=$(basename "$file" .rs)
-    [[ " ${background[*]} " == *" $name "* ]] || tests+=(--test "$name")
-done
-background_args=()
-for name in "${background[@]}"; do background_args+=(--test "$name"); done
-echo "tests ${background[*]} run beside the others at nice 19; their output follows the others' (and is in $background_log)" >&2
-nice -n 19 ionice -c 3 cargo test --workspace --locked "${background_args[@]}" >"$background_log" 2>&1 &
-background_pid=$!
-trap 'kill "$background_pid" 2>/dev/null || true' EXIT
-status=0
-cargo test --workspace --locked --lib --bins "${tests[@]}" || status=$?
-background_status=0
-wait "$background_pid" || background_status=$?
-trap - EXIT
-echo "=== ${background[*]} (ran beside the others) ==="
-cat "$background_log"
-if [ "$status" -ne 0 ] || [ "$background_status" -ne 0 ]; then
-    echo "tests failed: the other tests exit $status, ${background[*]} exit $background_status" >&2
-    exit 1
-fi
+cargo test --workspace --locked

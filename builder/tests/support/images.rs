@@ -73,23 +73,21 @@ pub struct LoadedImages {
     pub haproxy: String,
 }
 
-/// Builds db and haproxy into built_images_dir() (the layer cache of
-/// target/test-cluster/ kept between runs, the .debs shared with the other
-/// tests) and loads them.
+/// Builds db and haproxy into target/test-cluster/ (its layer cache kept
+/// between runs, the .debs shared with the other tests) and loads them.
 pub fn loaded_images() -> &'static LoadedImages {
     static IMAGES: OnceLock<LoadedImages> = OnceLock::new();
     IMAGES.get_or_init(|| {
         let work = repo().join("target/test-cluster");
         let cache = shared_cache(&work);
-        let images = built_images_dir();
-        let agent = stripped_agent(&work.join("agent").join(env!("CARGO_CRATE_NAME")));
+        let agent = stripped_agent(&work.join("agent"));
         run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
             .args(["build", "--all", "--output"])
-            .arg(&images)
+            .arg(work.join("images"))
             .current_dir(repo())
             .env("NODEIMG_CACHE", &cache)
             .env("NODEIMG_AGENT", &agent));
-        let load = |role: &str| -> String { docker_load(&images.join(format!("{role}.tar"))) };
+        let load = |role: &str| -> String { docker_load(&work.join(format!("images/{role}.tar"))) };
         LoadedImages {
             db: load("db"),
             haproxy: load("haproxy"),
@@ -108,10 +106,7 @@ pub fn loaded_test_image(recipe: &str) -> String {
     let work = repo().join("target/test-cluster");
     let cache = shared_cache(&work);
     let name = Path::new(recipe).file_stem().unwrap().to_string_lossy();
-    // Per test binary, as built_images_dir() is.
-    let out = work
-        .join(format!("{name}-images"))
-        .join(env!("CARGO_CRATE_NAME"));
+    let out = work.join(format!("{name}-images"));
     run(Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .args(["build", recipe, "--output"])
         .arg(&out)
@@ -131,13 +126,7 @@ fn docker_load(tar: &Path) -> String {
         .to_string()
 }
 
-/// Where loaded_images() writes the layouts: a folder per test binary,
-/// since binaries run side by side (scripts/test.sh runs the qemu guests
-/// beside the rest) and a build replaces the layouts another one may be
-/// reading. Builds are bit-identical, so every folder holds the same
-/// images; the layer cache they come from is shared.
+/// Where loaded_images() wrote the layouts.
 pub fn built_images_dir() -> PathBuf {
-    repo()
-        .join("target/test-cluster/images")
-        .join(env!("CARGO_CRATE_NAME"))
+    repo().join("target/test-cluster/images")
 }
