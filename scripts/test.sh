@@ -30,14 +30,11 @@ if [ "${#need[@]}" -gt 0 ]; then
     as_root mkdir -p /etc/postgresql-common/createcluster.d
     echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/nodeimg-tests.conf >/dev/null
     as_root apt-get -o DPkg::Lock::Timeout=600 update
-    # qemu-utils only when qemu-img is missing: a machine may carry a newer
-    # one (a backport), and asking for Debian's would be a downgrade apt
-    # refuses ("held broken packages").
-    extra=()
-    command -v qemu-img >/dev/null 2>&1 || extra+=(qemu-utils)
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git nftables curl gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman qemu-system-x86 mmdebstrap genisoimage socat xfsprogs "${extra[@]}"
-    # A backported qemu-utils breaks Debian's older qemu-system-common, so
-    # installing qemu-system-x86 removes it: put Debian's qemu-utils back.
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends git nftables curl gnupg gpgv dpkg xz-utils skopeo umoci binutils postgresql-client postgresql docker-registry apache2-utils util-linux openssl podman qemu-system-x86 mmdebstrap genisoimage socat xfsprogs
+    # qemu-utils (qemu-img) only when it is missing now: a machine may carry
+    # a backport, which asking for Debian's would downgrade (apt refuses:
+    # "held broken packages") and which breaks Debian's older
+    # qemu-system-common, so installing qemu-system-x86 above removed it.
     command -v qemu-img >/dev/null 2>&1 || as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends qemu-utils
 fi
 
